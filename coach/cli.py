@@ -10,38 +10,106 @@ from pathlib import Path
 import tomli_w
 
 from coach import __version__
-from coach.config import DEFAULT_CONFIG_PATH, config_to_toml_dict, load_config
+from coach.config import DEFAULT_CONFIG_PATH, CoachConfig, config_to_toml_dict, load_config
 from coach.errors import CoachError, ConfigError
-from coach.sources.replay import load_csv_session, summarize_block
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: The bundled session that ``coach demo`` replays.
+DEMO_SESSION = Path(__file__).resolve().parent / "data" / "demo_session"
+
+
+def _known_profiles() -> set[str]:
+    from coach.profiles import available_profiles
+
+    return set(available_profiles())
+
+
+def _load(path: Path | None) -> CoachConfig:
+    return load_config(path, known_profiles=_known_profiles())
+
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    config = load_config(args.file, known_profiles=_known_profiles())
+    config = _load(args.file)
     print(f"# {args.file}: valid. Effective config:")
     print(tomli_w.dumps(config_to_toml_dict(config)), end="")
     return 0
 
 
-def _known_profiles() -> set[str] | None:
-    try:
-        from coach.profiles import available_profiles
-    except ImportError:
-        return None
-    return set(available_profiles())
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
-    session = load_csv_session(args.path)
-    print(f"Session {args.path}")
-    print(f"{'sensor':<12} {'samples':>8} {'duration s':>10} {'rate Hz':>8} {'gyro':>5} "
-          f"{'gaps':>5} {'missing':>8}")
-    for location in sorted(session.blocks, key=lambda loc: loc.value):
-        s = summarize_block(session.blocks[location])
-        print(f"{s.location.value:<12} {s.samples:>8} {s.duration_s:>10.2f} {s.rate_hz:>8.1f} "
-              f"{'yes' if s.has_gyro else 'no':>5} {s.gaps:>5} {s.missing_samples:>8}")
+    from coach.cli_replay import run_replay
+
+    return run_replay(args, _load(args.config))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from coach.cli_replay import run_replay
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    args.path = DEMO_SESSION
+    args.events_out = out / "events.csv"
+    args.strides_out = out / "strides.csv"
+    args.cues_out = out / "cues.csv"
+    args.wav_out = out / "cues.wav"
+    print(f"Replaying the bundled session {DEMO_SESSION.name} (simulated 3-sensor run)")
+    return run_replay(args, _load(args.config))
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from coach.cli_simulate import run_simulate
+
+    return run_simulate(args)
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from coach.profiles import describe_profiles
+
+    rows = describe_profiles()
+    if not rows:
+        print("no firmware profiles found")
+        return 1
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
     return 0
+
+
+def _cmd_say(args: argparse.Namespace) -> int:
+    from coach.sinks.audio_cli import say_phrase
+
+    config = _load(args.config)
+    audio = config.audio.model_copy(update={"output": args.audio}) if args.audio else config.audio
+    say_phrase(args.phrase, audio)
+    return 0
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML config file (default: the bundled configs/default.toml)",
+    )
+
+
+def _add_replay_outputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events-out", type=Path, help="write the events CSV (t,t_detected,kind,side)")
+    parser.add_argument("--strides-out", type=Path, help="write the strides CSV (one row per stance)")
+    parser.add_argument("--cues-out", type=Path, help="write the cues CSV (t,rule,phrase)")
+    parser.add_argument(
+        "--wav-out", type=Path,
+        help="write a WAV track of the whole run with each cue's speech at the moment it fired",
+    )
+    parser.add_argument(
+        "--speed", type=float, default=0.0,
+        help="0 (default): as fast as possible; 1: real pace (cues played live with --audio device)",
+    )
+    parser.add_argument(
+        "--audio", choices=("device", "none"), default="none",
+        help="play cues on the sound device during a --speed 1 replay (default: none)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coach {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    demo = commands.add_parser(
+        "demo", help="replay the bundled session: strides, cues and a WAV of the cues"
+    )
+    demo.add_argument("--out", type=Path, default=Path("out/demo"),
+                      help="folder for the events, strides, cues CSVs and cues.wav (default out/demo)")
+    _add_config_option(demo)
+    demo.set_defaults(handler=_cmd_demo, speed=0.0, audio="none", quiet=False)
+
+    replay = commands.add_parser(
+        "replay", help="replay a recorded session (CSV session folder) through the pipeline"
+    )
+    replay.add_argument("path", type=Path, help="CSV session folder")
+    _add_config_option(replay)
+    _add_replay_outputs(replay)
+    replay.set_defaults(handler=_cmd_replay)
+
+    from coach.cli_simulate import add_simulate_parser
+
+    add_simulate_parser(commands, _cmd_simulate)
+
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = config_commands.add_parser(
@@ -63,11 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TOML config file (default: the bundled configs/default.toml)")
     check.set_defaults(handler=_cmd_config_check)
 
-    replay = commands.add_parser(
-        "replay", help="replay a recorded session through the pipeline"
+    profiles = commands.add_parser(
+        "profiles", help="list the firmware profiles (supported sensors), rates and quantities"
     )
-    replay.add_argument("path", type=Path, help="CSV session folder")
-    replay.set_defaults(handler=_cmd_replay)
+    profiles.set_defaults(handler=_cmd_profiles)
+
+    say = commands.add_parser("say", help="speak a phrase to check the voice and the sound device")
+    say.add_argument("phrase", help="what to say, e.g. \"squeeze, relax, float\"")
+    say.add_argument("--audio", choices=("device", "none"), default=None,
+                     help="output (default: the config's [audio] output)")
+    _add_config_option(say)
+    say.set_defaults(handler=_cmd_say)
     return parser
 
 
@@ -87,4 +181,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"coach: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
+        print("coach: interrupted", file=sys.stderr)
         return 130

@@ -112,6 +112,98 @@ class ClipHandle:
         return self.t_first_frame - self.t_play
 
 
+class ClipQueue:
+    """Clips waiting to be played and the one playing; turns them into device frames.
+
+    :meth:`push` is called by any thread (deque appends are atomic), :meth:`fill` only by the
+    device thread. Clips play one after the other, never mixed; silence fills the gaps.
+    """
+
+    def __init__(
+        self, channels: int = CHANNELS, drain_frames: int = 0, max_pending: int = MAX_PENDING
+    ) -> None:
+        """Create an empty queue.
+
+        Args:
+            channels: frames' channel count; every channel gets the same mono signal.
+            drain_frames: frames output after a clip's end before it counts as finished.
+            max_pending: clips allowed to wait; beyond it the oldest waiting clip is dropped.
+
+        """
+        self.channels = channels
+        self.drain_frames = drain_frames
+        self.max_pending = max_pending
+        self.stats = PlaybackStats()
+        #: play() to first-frame latencies of the most recent clips, s.
+        self.latencies_s: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self.last: ClipHandle | None = None
+        self._pending: deque[ClipHandle] = deque()
+        self._current: ClipHandle | None = None
+        self._pos = 0
+        self._finishing: deque[tuple[int, ClipHandle]] = deque()
+        self._push_lock = threading.Lock()
+
+    def push(self, handle: ClipHandle) -> None:
+        """Queue a clip; when too many wait, the oldest waiting one is dropped and counted."""
+        with self._push_lock:  # only between pushers: the device thread never takes it
+            while len(self._pending) >= self.max_pending:
+                try:
+                    old = self._pending.popleft()
+                except IndexError:  # the device thread took it meanwhile
+                    break
+                old.dropped = True
+                old.finished.set()
+                self.stats.clips_dropped += 1
+            self._pending.append(handle)
+            self.last = handle
+
+    def fill(self, frames: int) -> NDArray[np.int16]:
+        """Return the next ``frames`` frames, shape (frames, channels) (device thread only)."""
+        out = np.zeros((frames, self.channels), np.int16)
+        stats = self.stats
+        filled = 0
+        now: float | None = None
+        while filled < frames:
+            clip = self._current
+            if clip is None:
+                try:
+                    clip = self._pending.popleft()
+                except IndexError:
+                    break
+                self._current, self._pos = clip, 0
+                if now is None:
+                    now = time.perf_counter()
+                clip.t_first_frame = now
+                self.latencies_s.append(now - clip.t_play)
+                clip.started.set()
+            n = min(frames - filled, clip.pcm.shape[0] - self._pos)
+            out[filled : filled + n] = clip.pcm[self._pos : self._pos + n, None]
+            filled += n
+            self._pos += n
+            stats.speech_frames += n
+            if self._pos >= clip.pcm.shape[0]:
+                self._current = None
+                clip.played = True
+                stats.clips_played += 1
+                self._finishing.append((stats.frames_out + filled + self.drain_frames, clip))
+        stats.frames_out += frames
+        stats.callbacks += 1
+        while self._finishing and self._finishing[0][0] <= stats.frames_out:
+            self._finishing.popleft()[1].finished.set()
+        return out
+
+    def release_all(self) -> None:
+        """Mark every unfinished clip finished and forget it (after the device stopped)."""
+        with self._push_lock:
+            handles = [self._current, *self._pending, *(h for _, h in self._finishing)]
+            self._pending.clear()
+            self._finishing.clear()
+            self._current = None
+        for handle in handles:
+            if handle is not None:
+                handle.finished.set()
+
+
 class AudioOutput:
     """A persistent playback device that plays queued speech clips from memory."""
 
@@ -149,18 +241,9 @@ class AudioOutput:
         self.channels = channels
         self.buffer_ms = buffer_ms
         self.volume = volume
-        self.max_pending = max_pending
-        self.stats = PlaybackStats()
-        #: play() to first-frame latencies of the most recent clips, s.
-        self.latencies_s: deque[float] = deque(maxlen=LATENCY_HISTORY)
-        self._pending: deque[ClipHandle] = deque()
-        self._current: ClipHandle | None = None
-        self._pos = 0
-        self._finishing: deque[tuple[int, ClipHandle]] = deque()
-        self._last: ClipHandle | None = None
-        self._play_lock = threading.Lock()
-        self._drain_frames = round(DRAIN_S * rate_hz)
+        self.queue = ClipQueue(channels, round(DRAIN_S * rate_hz), max_pending)
         self._closed = False
+        self._close_lock = threading.Lock()
         self._device: Any = self._open_device(app_name)
         #: Name of the miniaudio backend in use ("PulseAudio", "ALSA", "Null", ...).
         self.backend: str = str(self._device.backend)
@@ -172,6 +255,16 @@ class AudioOutput:
             self._device.close()
             raise AudioError(f"cannot start the audio output: {error}") from None
         _open_outputs.add(self)
+
+    @property
+    def stats(self) -> PlaybackStats:
+        """Counters of this output."""
+        return self.queue.stats
+
+    @property
+    def latencies_s(self) -> deque[float]:
+        """play() to first-frame-handed-to-the-device latencies of recent clips, s."""
+        return self.queue.latencies_s
 
     @property
     def is_null(self) -> bool:
@@ -209,39 +302,27 @@ class AudioOutput:
         if self.volume != 1.0:
             pcm = np.rint(pcm.astype(np.float32) * self.volume).astype(np.int16)
         handle = ClipHandle(pcm, t_play)
-        with self._play_lock:
-            while len(self._pending) >= self.max_pending:
-                try:
-                    old = self._pending.popleft()
-                except IndexError:  # the device thread took it meanwhile
-                    break
-                old.dropped = True
-                old.finished.set()
-                self.stats.clips_dropped += 1
-            self._pending.append(handle)
-            self._last = handle
+        self.queue.push(handle)
+        if self._closed:  # closed meanwhile: nobody will play it
+            self.queue.release_all()
         return handle
 
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Wait until every clip played so far has finished; False on timeout."""
-        last = self._last
+        last = self.queue.last
         return last is None or last.finished.wait(timeout_s)
 
     def close(self) -> None:
         """Stop and release the device (idempotent); unfinished clips are marked finished."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         _open_outputs.discard(self)
         try:
-            self._device.close()
+            self._device.close()  # joins the device thread: no callback runs after this
         finally:
-            for handle in (self._current, *self._pending, *(h for _, h in self._finishing)):
-                if handle is not None:
-                    handle.finished.set()
-            self._pending.clear()
-            self._finishing.clear()
-            self._current = None
+            self.queue.release_all()
 
     # -- device ------------------------------------------------------------------------------
 
@@ -274,51 +355,17 @@ class AudioOutput:
 
     def _stream(self) -> Generator[NDArray[np.int16], int, None]:
         """Feed the device: receives the number of frames wanted, yields that many frames."""
+        queue = self.queue
         frames = yield np.zeros((0, self.channels), np.int16)
         while True:
             try:
-                out = self._fill(frames)
+                out = queue.fill(frames)
             except Exception:  # never let an error silence the device for good
-                self.stats.errors += 1
-                if self.stats.errors == 1:
+                queue.stats.errors += 1
+                if queue.stats.errors == 1:
                     log.exception("audio callback failed; playing silence")
                 out = np.zeros((frames, self.channels), np.int16)
             frames = yield out
-
-    def _fill(self, frames: int) -> NDArray[np.int16]:
-        """Build the next ``frames`` frames from the current and queued clips (device thread)."""
-        out = np.zeros((frames, self.channels), np.int16)
-        stats = self.stats
-        filled = 0
-        now: float | None = None
-        while filled < frames:
-            clip = self._current
-            if clip is None:
-                try:
-                    clip = self._pending.popleft()
-                except IndexError:
-                    break
-                self._current, self._pos = clip, 0
-                if now is None:
-                    now = time.perf_counter()
-                clip.t_first_frame = now
-                self.latencies_s.append(now - clip.t_play)
-                clip.started.set()
-            n = min(frames - filled, clip.pcm.shape[0] - self._pos)
-            out[filled : filled + n] = clip.pcm[self._pos : self._pos + n, None]
-            filled += n
-            self._pos += n
-            stats.speech_frames += n
-            if self._pos >= clip.pcm.shape[0]:
-                self._current = None
-                clip.played = True
-                stats.clips_played += 1
-                self._finishing.append((stats.frames_out + filled + self._drain_frames, clip))
-        stats.frames_out += frames
-        stats.callbacks += 1
-        while self._finishing and self._finishing[0][0] <= stats.frames_out:
-            self._finishing.popleft()[1].finished.set()
-        return out
 
 
 @contextlib.contextmanager
@@ -371,5 +418,5 @@ def say(
         if not handle.finished.wait(limit):
             raise AudioError(
                 f"playback of {phrase!r} did not finish within {limit:.1f} s on the "
-                f"{output.backend} output; check the sound device or set audio.output = \"none\""
+                f'{output.backend} output; check the sound device or set audio.output = "none"'
             )

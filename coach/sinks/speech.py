@@ -30,7 +30,6 @@ import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,9 +60,7 @@ INSTALL_HINT = "apt-get install espeak-ng libespeak-ng1"
 
 # espeak-ng keeps global state: every use of it in this process goes through this lock.
 _RENDER_LOCK = threading.Lock()
-_ENGINE: Any = None
-# Exceptions pyttsx3 reported through its "error" event since the last clear (under the lock).
-_ENGINE_ERRORS: list[BaseException] = []
+_ENGINE: Pyttsx3Espeak | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -406,7 +403,7 @@ class PhraseBank:
         return out
 
     def _pyttsx3_render(
-        self, engine: Any, phrase: str, path: Path
+        self, engine: Pyttsx3Espeak, phrase: str, path: Path
     ) -> tuple[Speech | None, str | None]:
         """Try pyttsx3 up to :data:`PYTTSX3_ATTEMPTS` times: (speech, None) or (None, problem)."""
         problem: str | None = None
@@ -416,25 +413,20 @@ class PhraseBank:
                 log.debug("retrying %r after: %s", phrase, problem)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            _ENGINE_ERRORS.clear()
             try:
-                # Properties are set before every render: a retry must not inherit a bad state.
-                # pyttsx3 queues commands and reports their exceptions as "error" events.
-                engine.setProperty("voice", self.voice)
-                if _ENGINE_ERRORS:
-                    # espeak refused the voice: retrying will not help; the command line
-                    # fallback reports it with a clear message.
-                    return None, f"voice {self.voice!r} rejected: {_ENGINE_ERRORS[0]}"
-                engine.setProperty("rate", self.rate_wpm)
-                engine.setProperty("volume", 1.0)
-                with contextlib.redirect_stdout(io.StringIO()):  # the driver prints per file
-                    engine.save_to_file(phrase, str(path))
-                    engine.runAndWait()
-            except Exception as error:
-                _ENGINE_ERRORS.append(error)
-            if _ENGINE_ERRORS:
-                first = _ENGINE_ERRORS[0]
-                problem = f"{type(first).__name__}: {first}"
+                # Set before every render: a retry must not inherit a bad state.
+                engine.configure(self.voice, self.rate_wpm)
+            except RuntimeError as error:
+                problem = str(error)
+                continue
+            except ValueError as error:
+                # espeak refused the voice: retrying will not help; the command-line
+                # fallback reports it with a clear message.
+                return None, f"voice {self.voice!r} rejected: {error}"
+            try:
+                engine.render(phrase, path)
+            except Exception as error:  # anything pyttsx3 raises: try again
+                problem = f"{type(error).__name__}: {error}"
                 continue
             speech, problem = _wait_for_wav(path, phrase)
             if speech is not None:
@@ -474,24 +466,66 @@ class PhraseBank:
         return speech
 
 
-def _pyttsx3_engine() -> tuple[Any, str | None]:
-    """Return the process's pyttsx3 espeak engine (created once), or (None, reason)."""
-    global _ENGINE
-    if _ENGINE is not None:
-        return _ENGINE, None
-    try:
+class Pyttsx3Espeak:
+    """pyttsx3's espeak driver used the one way that proved reliable on these machines.
+
+    pyttsx3 initialises espeak-ng in AUDIO_OUTPUT_RETRIEVAL mode, which is asynchronous:
+    synthesis and parameter changes run on espeak's own thread, so ``runAndWait`` returns
+    before the WAV is written and a rate set just before a render is sometimes ignored.
+    Here properties are set on the driver directly (pyttsx3's engine would queue them behind
+    a busy flag) and ``espeak_Synchronize`` is called before and after every change and
+    render, so each one has taken effect before the next begins.
+    """
+
+    def __init__(self) -> None:
+        """Create pyttsx3's espeak engine (espeak-ng is initialised once per process).
+
+        Raises:
+            Exception: whatever pyttsx3 raises when libespeak-ng is missing or broken.
+
+        """
         import pyttsx3
+        from pyttsx3.drivers import _espeak
+        from pyttsx3.drivers.espeak import EspeakDriver
 
         with contextlib.redirect_stdout(io.StringIO()):
-            engine = pyttsx3.init("espeak")
-    except Exception as error:  # missing library, failed espeak initialisation, ...
-        return None, f"{type(error).__name__}: {error}"
+            self._engine = pyttsx3.init("espeak")
+        self._espeak = _espeak
+        self._driver = EspeakDriver
 
-    def on_error(name: object = None, exception: BaseException | None = None) -> None:
-        _ENGINE_ERRORS.append(exception or RuntimeError("unknown pyttsx3 error"))
+    def configure(self, voice: str, rate_wpm: int) -> None:
+        """Set voice, rate (words per minute) and full volume, and check the rate took.
 
-    engine.connect("error", on_error)
-    _ENGINE = engine
+        Raises:
+            ValueError: espeak-ng refuses the voice.
+            RuntimeError: the rate did not take effect.
+
+        """
+        self._espeak.Synchronize()
+        self._driver.setProperty("voice", voice)
+        self._driver.setProperty("rate", rate_wpm)
+        self._driver.setProperty("volume", 1.0)
+        self._espeak.Synchronize()
+        rate = self._driver.getProperty("rate")
+        if rate != rate_wpm:
+            raise RuntimeError(f"espeak-ng kept rate {rate} instead of {rate_wpm}")
+
+    def render(self, text: str, path: Path) -> None:
+        """Render ``text`` to a WAV file at ``path`` (one phrase per ``runAndWait``)."""
+        with contextlib.redirect_stdout(io.StringIO()):  # the driver prints per file
+            self._engine.save_to_file(text, str(path))
+            self._engine.runAndWait()
+            self._espeak.Synchronize()  # the file is written by espeak's thread
+
+
+def _pyttsx3_engine() -> tuple[Pyttsx3Espeak | None, str | None]:
+    """Return the process's pyttsx3 espeak engine (created once), or (None, reason)."""
+    global _ENGINE
+    if _ENGINE is None:
+        try:
+            _ENGINE = Pyttsx3Espeak()
+        except Exception as error:  # missing library, failed espeak initialisation, ...
+            return None, f"{type(error).__name__}: {error}"
     return _ENGINE, None
 
 

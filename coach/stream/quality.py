@@ -1,0 +1,120 @@
+"""Quality flags: when the data should not be trusted (the cue engine mutes on them).
+
+Flags are kept as time intervals per sensor location, so a stride can ask which flags were
+active during its own stance. Memory is bounded: intervals older than ``keep_s`` before the
+newest time are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from coach.types import FloatArray, Location, QualityChange, QualityFlag, SampleBlock
+
+#: A sample repeated exactly with a magnitude above these limits is taken as clipped.
+SATURATION_ACC_MPS2 = 2.0 * 9.80665 * 0.95
+SATURATION_GYR_RADPS = 4.0
+
+
+@dataclass(slots=True)
+class _Interval:
+    location: Location
+    flag: QualityFlag
+    t_start: float
+    t_end: float  # inf while open
+
+
+class QualityTracker:
+    """Active quality flags per location over time.
+
+    Args:
+        keep_s: how much history to keep, s.
+
+    """
+
+    def __init__(self, keep_s: float = 30.0) -> None:
+        self.keep_s = keep_s
+        self._intervals: list[_Interval] = []
+        self._open: dict[tuple[Location, QualityFlag], _Interval] = {}
+
+    def reset(self) -> None:
+        """Drop every flag."""
+        self._intervals.clear()
+        self._open.clear()
+
+    def add(self, location: Location, flag: QualityFlag, t_start: float, t_end: float) -> None:
+        """Record a flag that was active from ``t_start`` to ``t_end`` (s)."""
+        self._intervals.append(_Interval(location, flag, t_start, t_end))
+
+    def set_active(
+        self, location: Location, flag: QualityFlag, active: bool, t: float
+    ) -> QualityChange | None:
+        """Raise or clear an open-ended flag at time ``t``; returns the change, if any."""
+        key = (location, flag)
+        if active and key not in self._open:
+            interval = _Interval(location, flag, t, np.inf)
+            self._open[key] = interval
+            self._intervals.append(interval)
+            return QualityChange(t, location, flag, True)
+        if not active and key in self._open:
+            self._open.pop(key).t_end = t
+            return QualityChange(t, location, flag, False)
+        return None
+
+    def is_active(self, location: Location, flag: QualityFlag) -> bool:
+        """Whether an open-ended flag is currently raised."""
+        return (location, flag) in self._open
+
+    def flags_between(
+        self, t_start: float, t_end: float, locations: frozenset[Location] | None = None
+    ) -> frozenset[str]:
+        """Names of the flags active at any time in ``[t_start, t_end]``."""
+        return frozenset(
+            i.flag.value
+            for i in self._intervals
+            if i.t_start <= t_end
+            and i.t_end >= t_start
+            and (locations is None or i.location in locations)
+        )
+
+    def prune(self, now: float) -> None:
+        """Forget closed intervals that ended more than ``keep_s`` before ``now``."""
+        horizon = now - self.keep_s
+        self._intervals = [i for i in self._intervals if i.t_end >= horizon]
+
+
+class SaturationDetector:
+    """Find clipped samples: a value repeated exactly at a large magnitude.
+
+    A saturating sensor outputs its full-scale value for consecutive samples; genuine signals
+    at large magnitudes do not repeat to the last bit. Works whatever the sensor's range.
+    """
+
+    def __init__(self) -> None:
+        self._last_acc: FloatArray | None = None
+        self._last_gyr: FloatArray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous sample."""
+        self._last_acc = self._last_gyr = None
+
+    def update(self, block: SampleBlock) -> FloatArray:
+        """Times (s) of the block's samples that look clipped."""
+        if len(block) == 0:
+            return np.zeros(0)
+        mask = self._repeats(block.acc, self._last_acc, SATURATION_ACC_MPS2)
+        if block.gyr is not None:
+            mask |= self._repeats(block.gyr, self._last_gyr, SATURATION_GYR_RADPS)
+            self._last_gyr = block.gyr[-1].copy()
+        self._last_acc = block.acc[-1].copy()
+        clipped: FloatArray = block.t[mask]
+        return clipped
+
+    @staticmethod
+    def _repeats(values: FloatArray, previous: FloatArray | None, limit: float) -> np.ndarray:
+        before = np.vstack((values[:1] * np.nan if previous is None else previous, values[:-1]))
+        same = (values == before) & (np.abs(values) >= limit)
+        result: np.ndarray = same.any(axis=1)
+        return result

@@ -1,0 +1,156 @@
+"""Self-calibrating sagittal angular velocity of a shank or foot sensor clipped on at any angle.
+
+The sagittal (mediolateral) axis is the dominant axis of angular velocity during gait: it is
+found as the principal component of the gyroscope over the last few strides (``window_s``),
+recomputed every ``update_every_s`` at fixed sample counts (so the result never depends on how
+samples are split into blocks) and refined slowly as the run goes on. Standing still or noise
+(no dominant axis) leaves the axis unchanged.
+
+Its sign is fixed from the gait pattern, with the convention that the output is POSITIVE while
+the segment swings forward (shank: foot moving forward at mid-swing; foot: toes lifting), as in
+Aminian et al. 2002 and Salarian et al. 2004:
+
+* shank: the mid-swing peak is the largest excursion of sagittal angular velocity (Salarian
+  2004; Lee & Park 2011), so the sign that makes the upper extreme the larger one wins;
+* foot: the push-off plantar flexion just before toe-off is the largest excursion (Mariani et al.
+  2010; Falbriard et al. 2018), in the direction opposite to the forward swing.
+
+Extremes are taken as the 1st/99th percentiles after a ~30 ms running median, so impact spikes
+of a few samples do not decide the sign. A later contrary verdict flips the sign only when it
+is clear and repeated. Until the first decision (about ``min_motion_s`` = 2 s of gait, i.e.
+about two strides) the output is NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from coach.types import FloatArray
+
+Segment = Literal["shank", "foot"]
+
+
+class SagittalAxisEstimator:
+    """Streaming estimate of a segment's sagittal angular velocity, rad/s (forward swing > 0).
+
+    Args:
+        rate_hz: sampling rate of the gyroscope, Hz.
+        segment: ``"shank"`` or ``"foot"`` (fixes how the sign is read from the gait pattern).
+        window_s: length of the recent history the axis is computed from, s.
+        update_every_s: how often the axis is recomputed, s.
+        min_motion_s: gait needed in the window before the first decision, s.
+        min_rate_rad_s: RMS angular rate along the dominant axis below which the window is
+            treated as standing (axis left unchanged), rad/s.
+        refine_gain: weight of a new estimate in the slow refinement (0 to 1).
+    """
+
+    def __init__(
+        self,
+        rate_hz: float,
+        segment: Segment = "shank",
+        window_s: float = 5.0,
+        update_every_s: float = 0.5,
+        min_motion_s: float = 2.0,
+        min_rate_rad_s: float = 0.5,
+        refine_gain: float = 0.2,
+    ) -> None:
+        if rate_hz <= 0:
+            raise ValueError("rate_hz must be positive")
+        self._segment = segment
+        self._capacity = max(8, round(window_s * rate_hz))
+        self._every = max(1, round(update_every_s * rate_hz))
+        self._min_samples = max(4, round(min_motion_s * rate_hz))
+        self._min_var = min_rate_rad_s**2
+        self._gain = refine_gain
+        self._median_width = max(1, round(0.03 * rate_hz)) | 1
+        self._buffer = np.zeros((self._capacity, 3))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, including the axis."""
+        self._buffer[:] = 0.0
+        self._count = 0  # samples ever appended (ring position = count % capacity)
+        self._axis: FloatArray | None = None
+        self._contrary = 0
+        self._amplitude = 0.0
+
+    @property
+    def axis(self) -> FloatArray | None:
+        """Unit vector in the sensor frame (forward swing = positive rotation), or None."""
+        return None if self._axis is None else self._axis.copy()
+
+    @property
+    def swing_amplitude(self) -> float:
+        """Typical mid-swing peak of the sagittal rate over the window (98th pct.), rad/s."""
+        return self._amplitude
+
+    def update(self, gyr: FloatArray) -> FloatArray:
+        """Project a block of angular rates (n, 3), rad/s, on the sagittal axis.
+
+        Returns:
+            sagittal angular rate, rad/s, shape (n,); NaN while the axis is unknown.
+        """
+        n = gyr.shape[0]
+        out = np.full(n, np.nan)
+        start = 0
+        while start < n:
+            # next recomputation happens right after the sample that makes count % every == 0
+            until_update = self._every - (self._count % self._every)
+            stop = min(n, start + until_update)
+            part = gyr[start:stop]
+            if self._axis is not None:
+                out[start:stop] = part @ self._axis
+            self._append(part)
+            if self._count % self._every == 0:
+                self._recompute()
+            start = stop
+        return out
+
+    def _append(self, part: FloatArray) -> None:
+        idx = (self._count + np.arange(part.shape[0])) % self._capacity
+        self._buffer[idx] = part
+        self._count += part.shape[0]
+
+    def _window(self) -> FloatArray:
+        if self._count < self._capacity:
+            return self._buffer[: self._count]
+        pos = self._count % self._capacity
+        return np.concatenate((self._buffer[pos:], self._buffer[:pos]))
+
+    def _recompute(self) -> None:
+        if self._count < self._min_samples:
+            return
+        window = self._window()
+        centred = window - window.mean(axis=0)
+        values, vectors = np.linalg.eigh(centred.T @ centred / len(window))
+        if not np.all(np.isfinite(values)):
+            return
+        if values[2] < self._min_var or values[2] < 1.4 * values[1]:
+            return  # standing, or no dominant rotation axis: keep what we have
+        candidate = vectors[:, 2]
+        if self._axis is not None:
+            if float(candidate @ self._axis) < 0:
+                candidate = -candidate
+            refined = self._axis + self._gain * (candidate - self._axis)
+            candidate = refined / np.linalg.norm(refined)
+        rate = median_filter(window @ candidate, size=self._median_width, mode="nearest")
+        low, high = np.percentile(rate, [1.0, 99.0])
+        upper_larger = high >= -low
+        forward_is_upper = upper_larger if self._segment == "shank" else not upper_larger
+        clear = max(high, -low) > 1.25 * min(high, -low)
+        if self._axis is None:
+            self._axis = candidate if forward_is_upper else -candidate
+        elif forward_is_upper or not clear:
+            self._axis = candidate
+            self._contrary = 0
+        else:
+            self._contrary += 1
+            self._axis = candidate
+            if self._contrary >= 3:
+                self._axis = -candidate
+                self._contrary = 0
+        signed = rate if float(candidate @ self._axis) > 0 else -rate
+        self._amplitude = float(np.percentile(signed, 98.0))
