@@ -258,22 +258,65 @@ class AudioConfig(_Section):
     beat_aligned: bool = False
 
 
+#: Environment variable names (POSIX portable): what ``username_env`` / ``password_env`` hold.
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class MqttConfig(_Section):
-    """Live telemetry over MQTT. Secrets never live here: they come from the environment."""
+    """Live telemetry over MQTT and remote tuning of the cues (``docs/mqtt.md``).
+
+    Secrets never live here: ``username_env`` and ``password_env`` name environment variables,
+    ``password_file`` names a file (first line = password); they are read at connect time, never
+    logged and never printed by ``coach config check``. Telemetry uses ``qos``; the retained
+    ``status`` (with the last will) and the ``config/*`` topics use at least QoS 1.
+    Reconnects back off exponentially with jitter from ``reconnect_min_s`` to ``reconnect_max_s``.
+    ``remote_tuning`` lets a coach change the ``[cues]`` section through ``config/set``.
+    """
 
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
     port: int = Field(1883, ge=1, le=65535)
     qos: Literal[0, 1, 2] = 0
-    topic_prefix: str = Field("coach", min_length=1, pattern=r"^[A-Za-z0-9_/-]+$")
-    username_env: str | None = None
-    password_env: str | None = None
+    topic_prefix: str = Field(
+        "coach", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
+    client_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    username_env: str | None = Field(None, pattern=_ENV_NAME)
+    password_env: str | None = Field(None, pattern=_ENV_NAME)
     password_file: Path | None = None
     tls: bool = False
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
     queue_size: int = Field(1000, ge=1, le=1_000_000)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    connect_timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+    reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0)
+    status_interval_s: float = Field(5.0, gt=0.0, le=3600.0)
+    remote_tuning: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and self.username_env is None:
+            raise ValueError("a password needs username_env (the variable holding the user name)")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        tls_files = [
+            name
+            for name in ("ca_file", "client_cert", "client_key")
+            if getattr(self, name) is not None
+        ]
+        if tls_files and not self.tls:
+            raise ValueError(f"{', '.join(tls_files)} only apply with tls = true")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s})"
+            )
+        return self
 
 
 class RecordingConfig(_Section):

@@ -121,7 +121,9 @@ class Reassembly(_Model):
     continuation_type: int = Field(ge=0, le=255)
     ref_offset: int | None = Field(None, ge=0)
     ref: int | None = Field(None, ge=0, le=255)
-    header_bytes: int = Field(ge=0, description="bytes dropped from a continuation before appending")
+    header_bytes: int = Field(
+        ge=0, description="bytes dropped from a continuation before appending"
+    )
     max_part_bytes: int = Field(ge=8, le=512, description="longest notification the device sends")
 
 
@@ -319,12 +321,14 @@ class FirmwareProfile(_Model):
             return self.rates.default_hz
         if not any(math.isclose(rate_hz, r) for r in self.rates.supported_hz):
             allowed = ", ".join(_rate_key(r) for r in self.rates.supported_hz)
-            raise ProfileError(f"profile {self.name}: {rate_hz:g} Hz unsupported (allowed: {allowed})")
+            raise ProfileError(
+                f"profile {self.name}: {rate_hz:g} Hz unsupported (allowed: {allowed})"
+            )
         return float(rate_hz)
 
-    def steps(self, which: Literal["configure", "start", "stop"], rate_hz: float | None = None) -> (
-        list[ResolvedStep]
-    ):
+    def steps(
+        self, which: Literal["configure", "start", "stop"], rate_hz: float | None = None
+    ) -> list[ResolvedStep]:
         """GATT operations of one command sequence with UUIDs and bytes resolved for a rate."""
         rate = self.check_rate(rate_hz)
         code = self.commands.rate_code.get(_rate_key(rate), "")
@@ -332,13 +336,18 @@ class FirmwareProfile(_Model):
         for step in getattr(self.commands, which):
             uuid = getattr(self.gatt, step.char)
             out.append(
-                ResolvedStep(op=step.op, uuid=uuid, data=hex_bytes(step.hex.replace("{rate}", code)))
+                ResolvedStep(
+                    op=step.op, uuid=uuid, data=hex_bytes(step.hex.replace("{rate}", code))
+                )
             )
         return out
 
     def matches_name(self, advertised_name: str | None) -> bool:
         """True when an advertised device name fits ``device_name_pattern``."""
-        return advertised_name is not None and re.search(self.device_name_pattern, advertised_name) is not None
+        return (
+            advertised_name is not None
+            and re.search(self.device_name_pattern, advertised_name) is not None
+        )
 
 
 def _rate_key(rate: float) -> str:
@@ -375,6 +384,7 @@ def load_profile(name_or_path: str | Path) -> FirmwareProfile:
     Raises:
         ProfileError: unknown name, unreadable file, bad TOML or invalid content (the message
             names the file and the field path).
+
     """
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text
@@ -412,8 +422,15 @@ def describe_profiles() -> list[dict[str, str]]:
         try:
             p = load_profile(path)
         except ProfileError as error:
-            rows.append({"name": name, "device": f"INVALID: {error}", "rates": "", "measures": "",
-                         "timestamp": ""})
+            rows.append(
+                {
+                    "name": name,
+                    "device": f"INVALID: {error}",
+                    "rates": "",
+                    "measures": "",
+                    "timestamp": "",
+                }
+            )
             continue
         rates = ", ".join(_rate_key(r) for r in p.rates.supported_hz)
         ts = p.packet.timestamp

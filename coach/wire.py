@@ -1,4 +1,4 @@
-"""Vectorised decoders and encoders of sensor notifications, driven by a :mod:`coach.profiles` profile.
+"""Vectorised decoders and encoders of sensor notifications, driven by a firmware profile.
 
 Decoding (:class:`Decoder`, one per sensor) turns each notification into SI samples with session
 times. Work is per notification with numpy (no per-sample Python loop):
@@ -61,6 +61,7 @@ class DecodedSamples:
         acc: specific force, m/s², shape (n, 3), sensor frame.
         gyr: angular rate, rad/s, shape (n, 3); None when the profile has no gyroscope.
         index: sample index since the first sample, shape (n,); jumps over lost samples.
+
     """
 
     t: FloatArray
@@ -78,9 +79,12 @@ class DecodedSamples:
 
 @dataclass(slots=True)
 class DecoderStats:
-    """Counters of one decoder. Every notification ends as exactly one of ``frames`` (whole
-    packet decoded; for byte streams each frame counts), ``parts`` (first part stored for
-    reassembly), ``malformed`` or ``ignored`` (a non-data reply such as a command result)."""
+    """Counters of one decoder.
+
+    Every notification ends as exactly one of ``frames`` (whole packet decoded; for byte
+    streams each frame counts), ``parts`` (first part stored for reassembly), ``malformed`` or
+    ``ignored`` (a non-data reply such as a command result).
+    """
 
     packets: int = 0
     frames: int = 0
@@ -106,6 +110,7 @@ class ClockEstimator:
         n_windows: how many window minima are kept (memory and fit span).
         max_drift: bound of ``|d|`` (0.02 = 2 %, far beyond crystal drift of ±500 ppm).
         min_step_fraction: least spacing of consecutive output times, fraction of ``Δx``.
+
     """
 
     def __init__(
@@ -286,6 +291,7 @@ class Decoder:
             by more than this is taken as lost samples (s).
         reorder_window_s: a counter/timestamp further back than this is a sensor restart
             (resync) rather than an out-of-order packet (s).
+
     """
 
     def __init__(
@@ -409,6 +415,14 @@ class Decoder:
             if j + size > len(buf):
                 self._buf = buf[j:]
                 break
+            inner = buf.find(head, j + 1, j + size + len(head) - 1)
+            confirmed = buf[j + size : j + size + len(head)] == head
+            if 0 <= inner < j + size and not confirmed:
+                # A header inside this frame and none after it: the frame was cut short
+                # (a notification was lost); the inner header starts the next real frame.
+                self.stats.resyncs += 1
+                i = inner
+                continue
             starts.append(j)
             i = j + size
         if not starts:
@@ -478,7 +492,9 @@ class Decoder:
             self.stats.duplicates += 1
             return None
         lost = round(full / per - self._last_n)
-        plausible = dt_host * self.rate_hz - self._last_n + max(0.5 * self.rate_hz, 4 * self._last_n)
+        plausible = (
+            dt_host * self.rate_hz - self._last_n + max(0.5 * self.rate_hz, 4 * self._last_n)
+        )
         if lost < 0 and full >= -self.reorder_window_s / self._tick_s:
             self.stats.out_of_order += 1
             return None
@@ -498,7 +514,9 @@ class Decoder:
         return self._next_index + lost
 
     def _empty(self) -> DecodedSamples:
-        return DecodedSamples(_EMPTY_T, _EMPTY_V, _EMPTY_V if self.profile.has_gyro else None, _EMPTY_I)
+        return DecodedSamples(
+            _EMPTY_T, _EMPTY_V, _EMPTY_V if self.profile.has_gyro else None, _EMPTY_I
+        )
 
 
 def make_decoder(profile: FirmwareProfile | str, rate_hz: float | None = None) -> Decoder:
@@ -527,7 +545,7 @@ def _chunks(index: IntArray, size: int, fixed: bool) -> list[tuple[int, int]]:
     if fixed:
         return [(s, s + size) for s in range(0, n - size + 1, size)]
     breaks = np.flatnonzero(np.diff(index) != 1) + 1
-    out = []
+    out: list[tuple[int, int]] = []
     for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, n], strict=True):
         out.extend((s, min(s + size, int(hi))) for s in range(int(lo), int(hi), size))
     return out
@@ -560,6 +578,7 @@ def encode(
         start_counter: counter value of index 0.
 
     Trailing samples that do not fill a fixed-count packet are not sent.
+
     """
     lay = profile.packet
     n = int(np.shape(t)[0])

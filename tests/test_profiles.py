@@ -1,4 +1,4 @@
-"""Firmware profiles: every bundled file validates; bad files raise ProfileError naming the field."""
+"""Firmware profiles: bundled files validate; bad files raise ProfileError naming the field."""
 
 from __future__ import annotations
 
@@ -109,7 +109,9 @@ def test_extra_key_names_file_and_path(tmp_path: Path) -> None:
 
 
 def test_bad_dtype_names_field(tmp_path: Path) -> None:
-    text = _base_text().replace('acc = { offset = 0, dtype = "<i2"', 'acc = { offset = 0, dtype = ">i2"')
+    text = _base_text().replace(
+        'acc = { offset = 0, dtype = "<i2"', 'acc = { offset = 0, dtype = ">i2"'
+    )
     with pytest.raises(ProfileError, match=r"packet\.acc\.dtype"):
         load_profile(_write(tmp_path, "coach-sim", text))
 
@@ -136,6 +138,8 @@ def test_mount_must_be_rotation(tmp_path: Path) -> None:
 
 
 def test_missing_rate_code(tmp_path: Path) -> None:
-    text = _base_text().replace('rate_code = { "100" = "64", "200" = "c8" }', 'rate_code = { "200" = "c8" }')
+    text = _base_text().replace(
+        'rate_code = { "100" = "64", "200" = "c8" }', 'rate_code = { "200" = "c8" }'
+    )
     with pytest.raises(ProfileError, match="rate_code"):
         load_profile(_write(tmp_path, "coach-sim", text))

@@ -72,6 +72,7 @@ class MountSettings:
         standing_s: quasi-static time that defines the standing posture, s.
         static_gyro: angular-rate norm below which the sensor is quasi-static, rad/s.
         static_acc: band-passed acceleration norm below which the sensor is quasi-static, m/s².
+
     """
 
     gravity_tau_s: float = 20.0
@@ -101,6 +102,7 @@ class MountEstimate:
         calibrated: True when both axes are known well enough to use.
         changed: True when a slipped mount was detected since the previous estimate returned.
         standing_reference: True when the vertical comes from a standing period.
+
     """
 
     t: float
@@ -124,6 +126,7 @@ class MountTrack:
         standing_reference: the vertical comes from a standing period, shape (n,).
         running: a flight phase was seen within ``flight_memory_s`` (running gait), shape (n,).
         vertical: body z axis in sensor coordinates (current estimate), shape (n, 3).
+
     """
 
     t: FloatArray
@@ -143,8 +146,20 @@ def _ema(x: FloatArray, alpha: float, previous: FloatArray) -> FloatArray:
     return y
 
 
+def dot3(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Row-wise dot product of (n, 3) arrays, summed in a fixed order (bit-reproducible)."""
+    out: FloatArray = a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+    return out
+
+
+def norm3(a: FloatArray) -> FloatArray:
+    """Row-wise Euclidean norm of (n, 3) arrays (bit-reproducible whatever n)."""
+    out: FloatArray = np.sqrt(dot3(a, a))
+    return out
+
+
 def _normalize(v: FloatArray) -> FloatArray:
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    norm = norm3(v)[..., np.newaxis]
     out: FloatArray = v / np.where(norm > 0.0, norm, 1.0)
     return out
 
@@ -176,6 +191,7 @@ class MountCalibrator:
         config: detection parameters (``calibration_s`` = least moving time before the forward
             axis is trusted).
         settings: tuning; defaults suit running and walking.
+
     """
 
     def __init__(
@@ -200,8 +216,8 @@ class MountCalibrator:
         self._sos_high = butter(2, low, "highpass", fs=self.rate_hz, output="sos")
         evidence = min(s.evidence_hz, 0.4 * self.rate_hz)
         self._sos_evidence = butter(2, evidence, "lowpass", fs=self.rate_hz, output="sos")
-        self._min_moving = int(round(self.config.calibration_s * self.rate_hz))
-        self._standing_n = int(round(s.standing_s * self.rate_hz))
+        self._min_moving = round(self.config.calibration_s * self.rate_hz)
+        self._standing_n = round(s.standing_s * self.rate_hz)
         self._flight_memory = s.flight_memory_s
         self.reset()
 
@@ -243,7 +259,10 @@ class MountCalibrator:
         parts: list[MountTrack] = []
         start = 0
         while start < n:
-            if self._last_t is not None and block.t[start] - self._last_t > GAP_SAMPLES / self.rate_hz:
+            if (
+                self._last_t is not None
+                and block.t[start] - self._last_t > GAP_SAMPLES / self.rate_hz
+            ):
                 self._restart_filters()
             stop = _first_gap(block.t, start, self.rate_hz)
             part, change_at = self._segment(block.slice(start, stop))
@@ -280,18 +299,16 @@ class MountCalibrator:
         acc_band, zi_high = sosfilt(self._sos_high, acc_low, axis=0, zi=self._zi_high)
         acc_ev, zi_evidence = sosfilt(self._sos_evidence, acc_band, axis=0, zi=self._zi_evidence)
         # --- quasi-static detection (for the standing reference) ----------------------------
-        band_sq = np.einsum("ij,ij->i", acc_band, acc_band)
-        gyr_sq = (
-            np.einsum("ij,ij->i", block.gyr, block.gyr)
-            if block.gyr is not None
-            else np.zeros(n)
-        )
+        band_sq = dot3(acc_band, acc_band)
+        gyr_sq = dot3(block.gyr, block.gyr) if block.gyr is not None else np.zeros(n)
         activity = _ema(np.column_stack([band_sq, gyr_sq]), self._alpha_activity, self._activity)
         static = (activity[:, 0] < s.static_acc**2) & (activity[:, 1] < s.static_gyro**2)
         moving = activity[:, 0] > s.moving_rms**2
         # --- gravity means (slow and fast), bias-corrected --------------------------------
         ones = np.ones((n, 1))
-        g_slow = _ema(np.hstack([acc, ones]), self._alpha_gravity, np.append(st.gravity, st.gravity_w))
+        g_slow = _ema(
+            np.hstack([acc, ones]), self._alpha_gravity, np.append(st.gravity, st.gravity_w)
+        )
         g_fast = _ema(np.hstack([acc, ones]), self._alpha_fast, np.append(st.fast, st.fast_w))
         slow_dir = _normalize(g_slow[:, :3])
         fast_dir = _normalize(g_fast[:, :3])
@@ -301,20 +318,20 @@ class MountCalibrator:
         # --- slipped mount: fast gravity far from the vertical in use -----------------------
         cos_change = np.cos(np.radians(s.change_deg))
         established = st.samples + np.arange(1, n + 1) >= self._min_moving
-        changed = (np.einsum("ij,ij->i", fast_dir, vertical) < cos_change) & established
+        changed = (dot3(fast_dir, vertical) < cos_change) & established
         change_at = int(np.argmax(changed)) if changed.any() else None
         # --- forward evidence: gait-signed coupling of horizontal and vertical jerk ----------
-        a_vert = np.einsum("ij,ij->i", acc_ev, vertical)
+        a_vert = dot3(acc_ev, vertical)
         a_horiz = acc_ev - a_vert[:, None] * vertical
         previous = a_vert[0] if self._prev_vertical_acc is None else self._prev_vertical_acc
         jerk = np.diff(a_vert, prepend=previous) * self.rate_hz
-        sf_vert = np.einsum("ij,ij->i", acc_low, vertical) / STANDARD_GRAVITY
+        sf_vert = dot3(acc_low, vertical) / STANDARD_GRAVITY
         flight_t = np.where(sf_vert < s.flight_g, block.t, -np.inf)
         last_flight = np.maximum.accumulate(np.maximum(flight_t, self._last_flight_t))
         running = block.t - last_flight <= self._flight_memory
         gait_sign = np.where(running, -1.0, 1.0) * moving
         evidence = a_horiz * (gait_sign * jerk)[:, None]
-        scale = np.linalg.norm(a_horiz, axis=1) * np.abs(jerk) * moving
+        scale = norm3(a_horiz) * np.abs(jerk) * moving
         fwd = _ema(
             np.column_stack([evidence, scale]),
             self._alpha_forward,
@@ -322,9 +339,11 @@ class MountCalibrator:
         )
         moving_count = st.moving_samples + np.cumsum(moving)
         # --- assemble per-sample rotations ---------------------------------------------------
-        fwd_vec = fwd[:, :3] - np.einsum("ij,ij->i", fwd[:, :3], vertical)[:, None] * vertical
-        fwd_norm = np.linalg.norm(fwd_vec, axis=1)
-        confidence = np.where(fwd[:, 3] > 0.0, fwd_norm / np.where(fwd[:, 3] > 0, fwd[:, 3], 1.0), 0.0)
+        fwd_vec = fwd[:, :3] - dot3(fwd[:, :3], vertical)[:, None] * vertical
+        fwd_norm = norm3(fwd_vec)
+        confidence = np.where(
+            fwd[:, 3] > 0.0, fwd_norm / np.where(fwd[:, 3] > 0, fwd[:, 3], 1.0), 0.0
+        )
         calibrated = (moving_count >= self._min_moving) & (confidence >= s.min_coherence)
         rotation = _rotation(fwd_vec, vertical, calibrated)
         # --- carry state ---------------------------------------------------------------------
@@ -368,9 +387,14 @@ class MountCalibrator:
         last_break = np.maximum.accumulate(np.where(~static, idx, -1))
         fresh = last_break >= 0
         run_len = np.where(static, np.where(fresh, idx - last_break, st.static_run + idx + 1), 0)
-        csum = np.cumsum(acc * static[:, None], axis=0)
-        base = np.where(fresh[:, None], csum[np.maximum(last_break, 0)], -st.static_sum)
-        run_sum = np.where(static[:, None], csum - base, 0.0)
+        # running sum restarted at each non-static sample, seeded with the carried sum
+        increments = np.where(static[:, None], acc, 0.0)
+        run_sum = np.zeros((n, 3))
+        run_starts = np.flatnonzero(static[1:] & ~static[:-1]) + 1
+        for k, piece in enumerate(np.split(idx, run_starts)):
+            seed = st.static_sum if k == 0 else np.zeros(3)
+            run_sum[piece] = np.cumsum(np.vstack([seed, increments[piece]]), axis=0)[1:]
+        run_sum[~static] = 0.0
         closed = np.zeros(n, bool)
         if st.standing is not None and not st.standing_open:
             return np.broadcast_to(st.standing, (n, 3)), ~closed, run_len, run_sum, closed

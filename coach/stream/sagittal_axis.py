@@ -45,6 +45,7 @@ class SagittalAxisEstimator:
         min_rate_rad_s: RMS angular rate along the dominant axis below which the window is
             treated as standing (axis left unchanged), rad/s.
         refine_gain: weight of a new estimate in the slow refinement (0 to 1).
+
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class SagittalAxisEstimator:
 
         Returns:
             sagittal angular rate, rad/s, shape (n,); NaN while the axis is unknown.
+
         """
         n = gyr.shape[0]
         out = np.full(n, np.nan)

@@ -28,6 +28,7 @@ start. On a time jump (gap) the extremum search restarts; the axis and amplitude
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -35,6 +36,13 @@ import numpy as np
 from coach.config import DetectionConfig
 from coach.stream.sagittal_axis import SagittalAxisEstimator, Segment
 from coach.types import EventKind, GaitEvent, SampleBlock, Side
+
+#: A step in time longer than this many sample periods is a gap (alignment-stage contract).
+GAP_SAMPLES = 1.5
+
+#: Shortest time from the rise into swing to initial contact, s (swing lasts >= ~0.3 s even in
+#: sprinting); wiggles of the swing lobe before it are not contacts.
+MIN_SWING_S = 0.15
 
 #: Smallest mid-swing peak accepted, rad/s (slow walking still exceeds ~2 rad/s).
 MIN_SWING_PEAK_RAD_S = 1.0
@@ -46,12 +54,13 @@ class ShankContactDetector:
     Args:
         side: which leg the sensor is on; copied into every event.
         rate_hz: sampling rate of the incoming blocks, Hz (uniform).
-        config: cadence limits (refractory periods) and gap factor.
+        config: cadence limits (refractory periods).
         segment: ``"shank"`` or ``"foot"``.
         swing_fraction: a maximum counts as mid-swing when above this fraction of the swing
             amplitude (98th percentile of ω over the last 5 s).
         hysteresis_fraction: rise (fall) of ω, as a fraction of the swing amplitude, that
             confirms a minimum (maximum).
+
     """
 
     def __init__(
@@ -69,7 +78,7 @@ class ShankContactDetector:
         self.rate_hz = rate_hz
         self.segment = segment
         self._axis = SagittalAxisEstimator(rate_hz, segment)
-        self._gap_s = config.gap_factor / rate_hz
+        self._gap_s = GAP_SAMPLES / rate_hz
         self._min_stride_s = 0.75 * 120.0 / config.max_cadence_spm
         self._max_stride_s = 120.0 / config.min_cadence_spm
         self._swing_fraction = swing_fraction
@@ -97,6 +106,7 @@ class ShankContactDetector:
         self._swing_val = 0.0
         self._awaiting_ic = False
         self._last_ic_t = -math.inf
+        self._rise_t = -math.inf  # first rise above the swing level since the last IC
 
     def update(self, block: SampleBlock) -> list[GaitEvent]:
         """Consume one block; return the events decided within it, sorted by ``t``."""
@@ -109,7 +119,7 @@ class ShankContactDetector:
         events: list[GaitEvent] = []
         jumps = np.flatnonzero(np.diff(t) > self._gap_s) + 1
         bounds = [0, *jumps.tolist(), len(t)]
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, stop in itertools.pairwise(bounds):
             if start > 0:
                 self._restart()
             self._scan(t[start:stop].tolist(), omega[start:stop].tolist(), events)
@@ -131,29 +141,25 @@ class ShankContactDetector:
                 if x > self._ext_val:
                     self._new_extremum(ti, x)
                 elif x < self._ext_val - delta:
-                    self._on_max(self._refined(), ti, swing_level)
+                    self._on_max(self._refined(), swing_level)
                     self._seeking_max = False
                     self._new_extremum(ti, x)
-                elif (
-                    not self._to_done
-                    and x >= swing_level
-                    and self._prev < swing_level
-                    and self._last_min is not None
-                ):
-                    self._to_done = True
-                    events.append(GaitEvent(self._last_min[0], ti, EventKind.TOE_OFF, self.side))
-            else:
-                if x < self._ext_val:
-                    self._new_extremum(ti, x)
-                elif x > self._ext_val + delta:
-                    self._on_min(self._refined(), ti, amplitude, events)
-                    self._seeking_max = True
-                    self._new_extremum(ti, x)
-                    if x >= swing_level and not self._to_done and self._last_min is not None:
-                        self._to_done = True
-                        events.append(
-                            GaitEvent(self._last_min[0], ti, EventKind.TOE_OFF, self.side)
-                        )
+            elif x < self._ext_val:
+                self._new_extremum(ti, x)
+            elif x > self._ext_val + delta:
+                self._on_min(self._refined(), ti, amplitude, events)
+                self._seeking_max = True
+                self._new_extremum(ti, x)
+            if self._prev < swing_level <= x and self._rise_t <= self._last_ic_t:
+                self._rise_t = ti
+            if (
+                self._seeking_max
+                and not self._to_done
+                and x >= swing_level
+                and self._last_min is not None
+            ):
+                self._to_done = True
+                events.append(GaitEvent(self._last_min[0], ti, EventKind.TOE_OFF, self.side))
             self._prev = x
 
     def _new_extremum(self, ti: float, x: float) -> None:
@@ -174,7 +180,7 @@ class ShankContactDetector:
         shift = min(0.5, max(-0.5, shift))
         return self._ext_t + shift / self.rate_hz, y1 - 0.25 * (y0 - y2) * shift
 
-    def _on_max(self, peak: tuple[float, float], now: float, swing_level: float) -> None:
+    def _on_max(self, peak: tuple[float, float], swing_level: float) -> None:
         t_peak, value = peak
         if value < swing_level:
             return
@@ -192,7 +198,7 @@ class ShankContactDetector:
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
-            elif value < self._swing_val - 0.5 * amplitude:
+            elif value < self._swing_val - 0.5 * amplitude and t_min >= self._rise_t + MIN_SWING_S:
                 self._awaiting_ic = False
                 self._last_ic_t = t_min
                 self._last_min = None

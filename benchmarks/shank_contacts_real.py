@@ -1,0 +1,206 @@
+"""Accuracy of ShankContactDetector on the real recordings in ../shared/data.
+
+Usage: .venv/bin/python benchmarks/shank_contacts_real.py [--block-s 1.0] [--rate 100]
+
+Per dataset group and event kind: detection rate (truth events matched), spurious rate
+(detections not matched), median / 95th percentile |error|, mean bias (detected - truth) and
+median algorithmic delay (t_detected - t), all in ms. Matching: each truth event of a side is
+paired with the nearest detection of the same side and kind within ±¼ step (step = half the
+median IC-to-IC stride of that side). The first 2 strides of each side are warm-up (axis
+calibration) and are left out of the rates. HuGaDB has no truth: the cadence from detected ICs
+is compared with the dominant step frequency of the gyroscope spectrum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from coach.config import DetectionConfig
+from coach.sources.csv_folder import read_session
+from coach.stream.shank_contacts import ShankContactDetector
+from coach.types import EventKind, GaitEvent, Location, SampleBlock
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SEGMENT_LOCATIONS = {
+    "shank": (Location.LEFT_SHANK, Location.RIGHT_SHANK),
+    "foot": (Location.LEFT_FOOT, Location.RIGHT_FOOT),
+}
+
+
+def run_detector(
+    block: SampleBlock, segment: str, block_s: float, rate: float | None
+) -> tuple[list[GaitEvent], float]:
+    fs = 1.0 / float(np.median(np.diff(block.t)))
+    if rate is not None and abs(rate - fs) > 1e-6:
+        up, down = round(rate), round(fs)
+        gyr = resample_poly(block.gyr, up, down, axis=0)
+        acc = resample_poly(block.acc, up, down, axis=0)
+        t = block.t[0] + np.arange(len(gyr)) / rate
+        block = SampleBlock(block.location, t, acc, gyr)
+        fs = rate
+    det = ShankContactDetector(block.location.side, fs, DetectionConfig(), segment=segment)  # type: ignore[arg-type]
+    step = max(1, round(block_s * fs))
+    events: list[GaitEvent] = []
+    for i in range(0, len(block), step):
+        events += det.update(block.slice(i, i + step))
+    return events, fs
+
+
+def read_truth(name: str) -> list[tuple[float, str, str]]:
+    path = DATA / "truth" / name / "events.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [(float(r["t"]), r["kind"], r["side"]) for r in csv.DictReader(f)]
+
+
+def match(truth: np.ndarray, det: np.ndarray, window: float) -> tuple[list[float], int, int]:
+    """Greedy nearest matching; returns errors (det - truth), matched truth, matched det."""
+    errors: list[float] = []
+    used: set[int] = set()
+    for tt in truth:
+        if det.size == 0:
+            break
+        order = np.argsort(np.abs(det - tt))
+        for j in order:
+            if abs(det[j] - tt) > window:
+                break
+            if j not in used:
+                used.add(int(j))
+                errors.append(float(det[j] - tt))
+                break
+    return errors, len(errors), len(used)
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.n_truth = self.n_found = self.n_det = self.n_det_matched = 0
+        self.errors: list[float] = []
+        self.delays: list[float] = []
+
+    def row(self, label: str) -> str:
+        if self.n_truth == 0:
+            return f"{label:34s} (no truth)"
+        e = np.abs(np.array(self.errors)) * 1000 if self.errors else np.array([np.nan])
+        bias = np.mean(self.errors) * 1000 if self.errors else np.nan
+        delay = np.median(self.delays) * 1000 if self.delays else np.nan
+        spurious = 1 - self.n_det_matched / self.n_det if self.n_det else 0.0
+        return (
+            f"{label:34s} {self.n_found:4d}/{self.n_truth:<4d}"
+            f" {100 * self.n_found / self.n_truth:6.1f}%"
+            f" {100 * spurious:6.1f}% {np.median(e):7.1f} {np.percentile(e, 95):7.1f}"
+            f" {bias:+7.1f} {delay:7.1f}"
+        )
+
+
+def evaluate(
+    names: list[str], segment: str, block_s: float, rate: float | None
+) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for name in names:
+        session = read_session(DATA / "sessions" / name)
+        truth = read_truth(name)
+        for loc in SEGMENT_LOCATIONS[segment]:
+            block = session.blocks.get(loc)
+            if block is None or block.gyr is None:
+                continue
+            events, _ = run_detector(block, segment, block_s, rate)
+            side = loc.side.value
+            ics = np.array(sorted(t for t, k, s in truth if s == side and k == "initial_contact"))
+            if ics.size < 4:
+                continue
+            stride = float(np.median(np.diff(ics)))
+            window = stride / 2 / 4
+            start = ics[2] - window  # warm-up: first two strides
+            end = max(t for t, _, s in truth if s == side) + window
+            for kind in (EventKind.INITIAL_CONTACT, EventKind.TOE_OFF):
+                tt = np.array(sorted(t for t, k, s in truth if s == side and k == kind.value))
+                tt = tt[tt >= start]
+                dets = [e for e in events if e.kind == kind and start <= e.t <= end]
+                dt = np.array([e.t for e in dets])
+                errors, found, used = match(tt, dt, window)
+                tally = tallies[kind.value]
+                tally.n_truth += tt.size
+                tally.n_found += found
+                tally.n_det += dt.size
+                tally.n_det_matched += used
+                tally.errors += errors
+                tally.delays += [e.t_detected - e.t for e in dets]
+    return tallies
+
+
+def hugadb_cadence(block_s: float, rate: float | None) -> None:
+    print("\nHuGaDB (no truth): cadence from detected ICs vs dominant gyro step frequency")
+    print(
+        f"{'session':24s} {'sensor':12s} {'n_IC':>5s} {'det spm':>8s}"
+        f" {'spectral':>8s} {'diff %':>7s}"
+    )
+    names = sorted(p.name for p in (DATA / "sessions").glob("hugadb_running_*"))
+    diffs = []
+    for name in names:
+        session = read_session(DATA / "sessions" / name)
+        for segment, locs in SEGMENT_LOCATIONS.items():
+            for loc in locs:
+                block = session.blocks.get(loc)
+                if block is None or block.gyr is None:
+                    continue
+                events, _fs = run_detector(block, segment, block_s, rate)
+                ics = np.array([e.t for e in events if e.kind == EventKind.INITIAL_CONTACT])
+                det_spm = 120.0 / np.median(np.diff(ics)) if ics.size > 2 else np.nan
+                spectral = spectral_cadence(block)
+                diff = 100 * (det_spm - spectral) / spectral
+                diffs.append(diff)
+                print(
+                    f"{name:24s} {loc.value:12s} {ics.size:5d} {det_spm:8.1f}"
+                    f" {spectral:8.1f} {diff:+7.1f}"
+                )
+    d = np.abs(np.array(diffs))
+    print(
+        f"median |diff| {np.nanmedian(d):.1f} %, max {np.nanmax(d):.1f} %, NaN {np.isnan(d).sum()}"
+    )
+
+
+def spectral_cadence(block: SampleBlock) -> float:
+    """Steps per minute = 2 x the stride frequency, the strongest gyro peak in 0.6-2.2 Hz."""
+    assert block.gyr is not None
+    fs = 1.0 / float(np.median(np.diff(block.t)))
+    g = block.gyr - block.gyr.mean(axis=0)
+    n = 1 << int(np.ceil(np.log2(len(g) * 4)))
+    power = (np.abs(np.fft.rfft(g * np.hanning(len(g))[:, None], n=n, axis=0)) ** 2).sum(axis=1)
+    freqs = np.fft.rfftfreq(n, 1 / fs)
+    band = (freqs >= 0.6) & (freqs <= 2.2)
+    return float(120.0 * freqs[band][np.argmax(power[band])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--block-s", type=float, default=1.0)
+    parser.add_argument("--rate", type=float, default=None, help="resample to this rate first")
+    args = parser.parse_args()
+    groups = {
+        "rbds001_run2p5 (shank, running)": (["rbds001_run2p5"], "shank"),
+        "ipol_* (foot, walking)": (
+            sorted(p.name for p in (DATA / "sessions").glob("ipol_*")),
+            "foot",
+        ),
+    }
+    header = (
+        f"{'dataset / event':34s} {'found':>9s} {'rate':>7s} {'spur.':>7s} {'med|e|':>7s}"
+        f" {'p95|e|':>7s} {'bias':>7s} {'delay':>7s}   (ms)"
+    )
+    print(header)
+    for label, (names, segment) in groups.items():
+        tallies = evaluate(names, segment, args.block_s, args.rate)
+        for kind in ("initial_contact", "toe_off"):
+            print(tallies[kind].row(f"{label} {'IC' if kind == 'initial_contact' else 'TO'}"))
+    hugadb_cadence(args.block_s, args.rate)
+
+
+if __name__ == "__main__":
+    main()
