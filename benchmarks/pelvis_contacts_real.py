@@ -58,7 +58,8 @@ class Score:
         err = np.abs(np.asarray(self.errors)) * 1000
         bias = np.mean(self.errors) * 1000 if self.errors else float("nan")
         side = (
-            f"{100 * self.side_ok / self.sided:5.1f}% (named {100 * self.sided / max(self.side_known_truth, 1):3.0f}%)"
+            f"{100 * self.side_ok / self.sided:5.1f}% "
+            f"(named {100 * self.sided / max(self.side_known_truth, 1):3.0f}%)"
             if self.sided
             else ("   n/a" if not self.side_known_truth else "  none named")
         )
@@ -138,12 +139,51 @@ def spectral_cadence(block: SampleBlock, rate_hz: float) -> float:
     return 60.0 * float(f[band][np.argmax(p[band])])
 
 
+def simulator_figures(chunk: int, verbose: bool) -> None:
+    """Score simulated runs (random mounts, realistic noise) at 200 and 100 Hz."""
+    from coach.sources.simulate import SimulationParams, simulate
+
+    for rate in (200.0, 100.0):
+        for gyro in (True, False):
+            total = Score()
+            for seed in range(6):
+                params = SimulationParams(
+                    duration_s=60.0,
+                    seed=seed,
+                    rate_hz=rate,
+                    cadence_spm=150.0 + 12.0 * seed,
+                    speed_mps=2.5 + 0.3 * seed,
+                    sensors=(Location.PELVIS,),
+                    mount="random",
+                    asymmetry=0.05 * (seed % 3),
+                )
+                run = simulate(params)
+                block = run.blocks[Location.PELVIS]
+                if not gyro:
+                    block = SampleBlock(block.location, block.t, block.acc)
+                events = run_detector(block, rate, chunk)
+                truth = [
+                    (e.t, e.side) for e in run.events if e.kind.value == "initial_contact"
+                ]
+                s = score(events, [x for x in truth if x[0] > 1.2])
+                if verbose:
+                    print(s.line(f"  sim seed {seed} {rate:.0f} Hz"))
+                total.add(s)
+            label = f"simulator {rate:.0f} Hz {'gyro' if gyro else 'acc only'}"
+            print(total.line(label))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--block", type=int, default=10)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--sim", action="store_true", help="also score the simulator (random mounts, 200/100 Hz)"
+    )
     args = parser.parse_args()
+    if args.sim:
+        simulator_figures(args.block, args.verbose)
     sessions = args.data / "sessions"
     groups: dict[str, Score] = {}
     sisfall: list[tuple[str, float, float, float]] = []
@@ -160,8 +200,12 @@ def main() -> None:
             meta = tomllib.loads((truth_dir / "truth_meta.toml").read_text(encoding="utf-8"))
             duration = float(block.t[-1] - block.t[0])
             sisfall.append(
-                (name, float(meta["reference_cadence_spm"]), detector_cadence(events),
-                 60.0 * len(events) / duration)
+                (
+                    name,
+                    float(meta["reference_cadence_spm"]),
+                    detector_cadence(events),
+                    60.0 * len(events) / duration,
+                )
             )
             continue
         if name == "alcantara_sampletest":
@@ -186,7 +230,9 @@ def main() -> None:
         for name, ref, cad, count_cad in sisfall:
             errors.append(cad - ref)
             if args.verbose:
-                print(f"  {name:24s} ref {ref:6.1f} detector {cad:6.1f} (count {count_cad:6.1f}) spm")
+                print(
+                    f"  {name:24s} ref {ref:6.1f} detector {cad:6.1f} (count {count_cad:6.1f}) spm"
+                )
         err = np.abs(np.asarray(errors))
         print(
             f"{'sisfall_*':24s} n={len(sisfall)} cadence |err| median {np.median(err):.1f} spm, "

@@ -15,8 +15,13 @@ from coach.errors import CoachError, ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 
-#: The bundled session that ``coach demo`` replays.
-DEMO_SESSION = Path(__file__).resolve().parent / "data" / "demo_session"
+#: The built-in demo run: 2 minutes at 200 Hz, sensors clipped on at unknown angles, with
+#: the pelvic drop rising from 4 to 9 degrees between 60 and 70 s (a fault coach should cue).
+DEMO_SIMULATION = [
+    "--duration-s", "120", "--seed", "11", "--mount", "tilted", "--packet-loss", "0.005",
+    "--clock-drift-ppm", "50", "--pelvic-drop-deg", "4",
+    "--scenario", "pelvic_drop_deg=4->9@60s..70s",
+]
 
 
 def _known_profiles() -> set[str]:
@@ -45,14 +50,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from coach.cli_replay import run_replay
 
+    from coach.cli_simulate import run_simulate
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    args.path = DEMO_SESSION
+    session = out / "session"
+    print("Simulating the built-in demo run: " + " ".join(DEMO_SIMULATION))
+    sim_args = build_parser().parse_args(["simulate", "--out", str(session), *DEMO_SIMULATION])
+    run_simulate(sim_args)
+    print()
+    args.path = session
     args.events_out = out / "events.csv"
     args.strides_out = out / "strides.csv"
     args.cues_out = out / "cues.csv"
     args.wav_out = out / "cues.wav"
-    print(f"Replaying the bundled session {DEMO_SESSION.name} (simulated 3-sensor run)")
     return run_replay(args, _load(args.config))
 
 
@@ -78,11 +88,11 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_say(args: argparse.Namespace) -> int:
-    from coach.sinks.audio_cli import say_phrase
+    from coach.sinks.audio import say
 
     config = _load(args.config)
     audio = config.audio.model_copy(update={"output": args.audio}) if args.audio else config.audio
-    say_phrase(args.phrase, audio)
+    say(args.phrase, audio)
     return 0
 
 
@@ -123,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
-        "demo", help="replay the bundled session: strides, cues and a WAV of the cues"
+        "demo",
+        help="simulate the built-in 3-sensor run and replay it: strides, cues and a WAV of the cues",
     )
     demo.add_argument("--out", type=Path, default=Path("out/demo"),
-                      help="folder for the events, strides, cues CSVs and cues.wav (default out/demo)")
+                      help="folder for the session, the events, strides and cues CSVs and cues.wav "
+                      "(default out/demo)")
     _add_config_option(demo)
     demo.set_defaults(handler=_cmd_demo, speed=0.0, audio="none", quiet=False)
 

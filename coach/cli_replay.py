@@ -66,10 +66,14 @@ def _write_outputs(args: argparse.Namespace, result: RunResult, config: CoachCon
     if args.cues_out:
         written.append(f"{write_cues(args.cues_out, result.cues)} cues -> {args.cues_out}")
     if getattr(args, "wav_out", None):
-        from coach.sinks.cue_track import write_cue_track
+        from coach.sinks.speech import PhraseBank, config_phrases
+        from coach.sinks.wav_track import render_wav_track
 
-        write_cue_track(args.wav_out, result.cues, result.duration_s, config.audio, config.cues)
-        written.append(f"cue speech track -> {args.wav_out}")
+        phrases = sorted(set(config_phrases(config.cues)) | {cue.phrase for cue in result.cues})
+        bank = PhraseBank.from_config(config.audio, phrases)
+        cues = [(cue.play_at if cue.play_at is not None else cue.t, cue.phrase) for cue in result.cues]
+        render_wav_track(cues, bank, result.duration_s, args.wav_out)
+        written.append(f"speech track of the {len(cues)} cues -> {args.wav_out}")
     if written:
         print()
         print("\n".join(f"wrote {line}" for line in written))

@@ -64,7 +64,7 @@ class DetectionConfig(_Section):
     min_cadence_spm: float = Field(100.0, ge=40.0, le=200.0)
     max_cadence_spm: float = Field(240.0, ge=120.0, le=300.0)
     stale_sensor_s: float = Field(0.5, gt=0.0, le=10.0)
-    max_interpolated_gap_s: float = Field(0.06, ge=0.0, le=0.5)
+    max_interpolated_gap_s: float = Field(0.1, ge=0.0, le=0.5)
     calibration_s: float = Field(4.0, ge=1.0, le=60.0)
 
     @model_validator(mode="after")

@@ -45,3 +45,7 @@ class DeviceError(CoachError):
 
 class AudioError(CoachError):
     """Speech could not be rendered or played."""
+
+
+class RecordingError(CoachError):
+    """A recording could not be created or written (path, permissions, disk full)."""

@@ -89,7 +89,9 @@ def test_queue_finishes_a_clip_after_the_drain() -> None:
     clip = handle(np.ones(100))
     queue.push(clip)
     queue.fill(64)
+    assert not queue.ready.is_set()  # the first callback only pre-fills the buffer
     queue.fill(64)  # last frame handed at frame 100, drain needs 130
+    assert queue.ready.is_set()
     assert clip.played and not clip.finished.is_set()
     queue.fill(64)
     assert clip.finished.is_set()

@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "stream": {"types", "config"},
     "cues": {"types", "config"},
     "sinks": {"types", "config", "errors"},
+    "evaluation": {"types", "stream"},
 }
 TOP_LEVEL = {"runtime", "cli", "cli_replay", "cli_simulate", "__main__", "__init__"}
 

@@ -137,6 +137,9 @@ class ClipQueue:
         #: play() to first-frame latencies of the most recent clips, s.
         self.latencies_s: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self.last: ClipHandle | None = None
+        #: Set at the device's second callback: the first one pre-fills the buffer, and a sound
+        #: server may take a second or two to start consuming it.
+        self.ready = threading.Event()
         self._pending: deque[ClipHandle] = deque()
         self._current: ClipHandle | None = None
         self._pos = 0
@@ -188,6 +191,8 @@ class ClipQueue:
                 self._finishing.append((stats.frames_out + filled + self.drain_frames, clip))
         stats.frames_out += frames
         stats.callbacks += 1
+        if stats.callbacks == 2:
+            self.ready.set()
         while self._finishing and self._finishing[0][0] <= stats.frames_out:
             self._finishing.popleft()[1].finished.set()
         return out
@@ -256,6 +261,11 @@ class AudioOutput:
             raise AudioError(f"cannot start the audio output: {error}") from None
         _open_outputs.add(self)
 
+    @classmethod
+    def from_config(cls, audio: AudioConfig) -> AudioOutput:
+        """Open the output chosen by ``audio`` (``output`` and ``volume``)."""
+        return cls(audio.output, volume=audio.volume)
+
     @property
     def stats(self) -> PlaybackStats:
         """Counters of this output."""
@@ -306,6 +316,15 @@ class AudioOutput:
         if self._closed:  # closed meanwhile: nobody will play it
             self.queue.release_all()
         return handle
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """Wait until the device consumes samples steadily; False on timeout.
+
+        A sound server can take a second or two to start a new stream (0.6-2 s measured with
+        a PulseAudio null sink): a clip played before then waits as long. Call this at
+        start-up to keep that delay off the first cue.
+        """
+        return self.queue.ready.wait(timeout_s)
 
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Wait until every clip played so far has finished; False on timeout."""
@@ -413,7 +432,7 @@ def say(
     """
     speech = PhraseBank.from_config(audio, [phrase], cache_dir).get(phrase)
     limit = timeout_s if timeout_s is not None else speech.duration_s + 5.0
-    with AudioOutput(audio.output, volume=audio.volume) as output:
+    with AudioOutput.from_config(audio) as output:
         handle = output.play(speech)
         if not handle.finished.wait(limit):
             raise AudioError(

@@ -50,6 +50,7 @@ class GaitTimeline:
         duty: stance fraction of the stride that starts at IC k, in gait phase units.
         t_first_event: truth events start here (after standing and the start-up ramp), s.
         standing_s: quiet standing before running, s.
+
     """
 
     ic: FloatArray

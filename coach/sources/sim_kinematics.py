@@ -56,15 +56,45 @@ SHANK_SENSOR_OFFSET_M = (0.02, 0.045, -0.20)
 # Sagittal keypoints (stride phase from IC, degrees). Shank: + when the knee is ahead of the
 # ankle; thigh: + flexion (knee ahead of the hip). Running at 3 m/s with toe-off at 0.38.
 RUN_DUTY = 0.38
-RUN_SHANK = ((0.0, -8), (0.05, 2), (0.12, 12), (0.22, 22), (0.32, 27), (0.38, 28), (0.46, 38),
-             (0.56, 55), (0.64, 62), (0.72, 50), (0.80, 22), (0.87, -2), (0.93, -12))
-RUN_THIGH = ((0.0, 25), (0.15, 15), (0.30, 0), (0.38, -8), (0.48, -10), (0.60, 5), (0.72, 30),
-             (0.85, 42), (0.93, 35))
+RUN_SHANK = (
+    (0.0, -8),
+    (0.05, 2),
+    (0.12, 12),
+    (0.22, 22),
+    (0.32, 27),
+    (0.38, 28),
+    (0.46, 38),
+    (0.56, 55),
+    (0.64, 62),
+    (0.72, 50),
+    (0.80, 22),
+    (0.87, -2),
+    (0.93, -12),
+)
+RUN_THIGH = (
+    (0.0, 25),
+    (0.15, 15),
+    (0.30, 0),
+    (0.38, -8),
+    (0.48, -10),
+    (0.60, 5),
+    (0.72, 30),
+    (0.85, 42),
+    (0.93, 35),
+)
 WALK_DUTY = 0.62
-WALK_SHANK = ((0.0, -20), (0.10, -14), (0.30, 2), (0.50, 20), (0.62, 40), (0.70, 46),
-              (0.80, 30), (0.90, -8), (0.96, -22))
-WALK_THIGH = ((0.0, 22), (0.30, 5), (0.55, -10), (0.62, -6), (0.75, 15), (0.87, 27),
-              (0.95, 24))
+WALK_SHANK = (
+    (0.0, -16),
+    (0.10, -11),
+    (0.30, 2),
+    (0.50, 20),
+    (0.62, 34),
+    (0.70, 38),
+    (0.80, 26),
+    (0.90, -5),
+    (0.96, -18),
+)
+WALK_THIGH = ((0.0, 22), (0.30, 5), (0.55, -10), (0.62, -6), (0.75, 15), (0.87, 27), (0.95, 24))
 
 
 def _periodic(keypoints: tuple[tuple[float, float], ...]) -> CubicSpline:
@@ -124,8 +154,10 @@ def rot_z(a: FloatArray) -> FloatArray:
 
 @dataclass(frozen=True)
 class PelvisAngles:
-    """Pelvic angles, degrees, design.md signs (obliquity + right side higher, rotation + turned
-    left, tilt + anterior), relative to the direction of travel."""
+    """Pelvic angles relative to the direction of travel, degrees, design.md signs.
+
+    Obliquity > 0: right side higher; rotation > 0: turned left; tilt > 0: anterior.
+    """
 
     obliquity_deg: FloatArray
     rotation_deg: FloatArray
@@ -203,7 +235,8 @@ class RunnerKinematics:
         stance = u < duty
         wave = braking * period * duty / (2 * np.pi) * (np.cos(2 * np.pi * u / duty) - 1.0)
         offset = braking * period * duty**2 / (2 * np.pi)
-        return g.envelope(t) * (np.where(stance, wave, 0.0) + offset)
+        velocity = g.envelope(t) * (np.where(stance, wave, 0.0) + offset)
+        return np.asarray(velocity, dtype=np.float64)
 
     def pelvis_pose(self, t: FloatArray, mean_position: FloatArray) -> tuple[Pose, PelvisAngles]:
         """Pelvis (sacral sensor point) pose; ``mean_position`` is the progression, (n, 3)."""
@@ -232,8 +265,12 @@ class RunnerKinematics:
         scale = np.clip(0.55 + 0.15 * g.speed(t) / np.maximum(envelope, 1e-9), 0.7, 1.4)
         run_phase = _warp(psi, duty, RUN_DUTY)
         walk_phase = _warp(psi, duty, WALK_DUTY)
-        shank = envelope * ((1 - walk) * scale * _RUN_SHANK(run_phase) + walk * _WALK_SHANK(walk_phase))
-        thigh = envelope * ((1 - walk) * scale * _RUN_THIGH(run_phase) + walk * _WALK_THIGH(walk_phase))
+        shank = envelope * (
+            (1 - walk) * scale * _RUN_SHANK(run_phase) + walk * _WALK_SHANK(walk_phase)
+        )
+        thigh = envelope * (
+            (1 - walk) * scale * _RUN_THIGH(run_phase) + walk * _WALK_THIGH(walk_phase)
+        )
         lateral = 1.0 if side is Side.LEFT else -1.0
         frontal = envelope * np.radians(3.0) * np.sin(2 * np.pi * psi + 0.5) * lateral
         pelvis_yaw = np.radians(angles.rotation_deg)

@@ -79,6 +79,7 @@ def parse_scenario(text: str) -> tuple[ScenarioStep, ...]:
 
     Raises:
         ValueError: a step does not follow that syntax or names an unknown parameter.
+
     """
     steps: list[ScenarioStep] = []
     for part in re.split(r"[,;]", text):
@@ -134,6 +135,7 @@ class SimulationParams:
             False: treadmill (fixed heading, no mean acceleration).
         variability: relative stride-to-stride variability (coefficient of variation of step
             time is 0.3 × this, of contact time 0.5 ×, of drop and rotation 1 ×).
+
     """
 
     duration_s: float = 60.0

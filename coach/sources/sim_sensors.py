@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 from scipy.signal import butter, sosfiltfilt
 
 from coach.types import FloatArray
@@ -108,11 +107,28 @@ def rigid_imu(
 def anti_alias_and_sample(
     t_internal: FloatArray, signals: FloatArray, rate_hz: float, t_samples: FloatArray
 ) -> FloatArray:
-    """Zero-phase low-pass at 0.4 × ``rate_hz``, then cubic interpolation at ``t_samples``."""
-    fs = 1.0 / (t_internal[1] - t_internal[0])
-    sos = butter(4, 0.4 * rate_hz, fs=fs, output="sos")
+    """Zero-phase low-pass at 0.4 × ``rate_hz``, then cubic interpolation at ``t_samples``.
+
+    ``t_internal`` is a uniform grid; the interpolation is 4-point Lagrange (cubic), accurate to
+    ~1e-4 relative for content at 0.4 × rate on a grid ≥ 5 × rate.
+    """
+    step = t_internal[1] - t_internal[0]
+    sos = butter(4, 0.4 * rate_hz, fs=1.0 / step, output="sos")
     filtered = sosfiltfilt(sos, signals, axis=0)
-    return np.asarray(CubicSpline(t_internal, filtered, axis=0)(t_samples), dtype=np.float64)
+    position = (t_samples - t_internal[0]) / step
+    base = np.clip(np.floor(position).astype(np.intp), 1, t_internal.size - 3)
+    x = (position - base)[:, None]
+    w_m1 = -x * (x - 1.0) * (x - 2.0) / 6.0
+    w_0 = (x + 1.0) * (x - 1.0) * (x - 2.0) / 2.0
+    w_1 = -(x + 1.0) * x * (x - 2.0) / 2.0
+    w_2 = (x + 1.0) * x * (x - 1.0) / 6.0
+    return np.asarray(
+        w_m1 * filtered[base - 1]
+        + w_0 * filtered[base]
+        + w_1 * filtered[base + 1]
+        + w_2 * filtered[base + 2],
+        dtype=np.float64,
+    )
 
 
 def sample_times(
@@ -213,10 +229,12 @@ def random_mount(kind: str, rng: np.random.Generator) -> FloatArray:
             [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
             [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
+        ],
+        dtype=np.float64,
     )
 
 
 def _axis_angle(axis: FloatArray, angle: float) -> FloatArray:
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+    return np.asarray(rotation, dtype=np.float64)

@@ -58,9 +58,7 @@ def truth_strides(
     """One Stride per complete stance (IC, its toe-off and the next IC inside the session)."""
     ic, toe_off = gait.ic, gait.toe_off
     k = np.flatnonzero(
-        (ic[:-1] >= gait.t_first_event)
-        & (ic[1:] < duration_s)
-        & (toe_off[:-1] < duration_s)
+        (ic[:-1] >= gait.t_first_event) & (ic[1:] < duration_s) & (toe_off[:-1] < duration_s)
     )
     if k.size == 0:
         return []

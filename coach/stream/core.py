@@ -34,7 +34,7 @@ from coach.types import (
 )
 
 #: After a gap, detectors need a moment to lock on again; the gap flag covers it, s.
-GAP_SETTLE_S = 1.0
+GAP_SETTLE_S = 0.5
 #: A saturated sample flags this much time around it, s.
 SATURATION_MARGIN_S = 0.05
 
@@ -185,8 +185,18 @@ class StreamCore:
                 angles.obliquity_deg,
                 angles.rotation_deg,
                 angles.valid,
-                getattr(angles, "vertical_position_m", None),
+                angles.vertical_position_m,
             )
+            for t_changed in angles.t[angles.mount_changed]:
+                self.quality.add(
+                    Location.PELVIS,
+                    QualityFlag.MOUNT_CHANGED,
+                    float(t_changed),
+                    float(t_changed) + self.config.calibration_s,
+                )
+                changes.append(
+                    QualityChange(float(t_changed), Location.PELVIS, QualityFlag.MOUNT_CHANGED, True)
+                )
             if angles.t.shape[0]:
                 calibrating = not bool(angles.valid[-1])
                 change = self.quality.set_active(

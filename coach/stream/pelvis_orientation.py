@@ -27,7 +27,9 @@ high-pass filters (``vertical_hp_hz``), for vertical oscillation.
 
 Pure streaming: all filters carry their state across blocks (chunking invariant, bit-identical),
 memory O(1). A data gap (time jump) restarts VQF (keeping its gyro bias estimate), the heading
-and the vertical filters; the angles are invalid for ``settle_s`` afterwards.
+and the vertical filters; the angles are invalid until the heading has run for half of
+``DetectionConfig.calibration_s`` (also after the first mount calibration). On rbds001 the first
+valid sample is at ~6 s (4 s of moving data for the mount, 2 s for the heading).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class PelvisTracker:
     Args:
         rate_hz: sample rate of the blocks, Hz.
         config: detection parameters (``calibration_s``: moving time before the mount is
-            trusted, also the settle time after a gap).
+            trusted; half of it is the heading settle time, after calibration and gaps).
 
     """
 
@@ -137,7 +139,7 @@ class PelvisTracker:
         self._sos_heading = butter(2, HEADING_HZ, "lowpass", fs=self.rate_hz, output="sos")
         self._sos_velocity = _integrating_highpass(2, 1, VERTICAL_HP_HZ, self.rate_hz)
         self._sos_position = _integrating_highpass(4, 2, VERTICAL_HP_HZ, self.rate_hz)
-        self._settle_n = round(self.config.calibration_s * self.rate_hz)
+        self._settle_n = round(0.5 * self.config.calibration_s * self.rate_hz)
         self._mount = MountCalibrator(self.rate_hz, self.config)
         self._vqf = VQF(1.0 / self.rate_hz)
         self.reset()

@@ -86,35 +86,42 @@ class QualityTracker:
 
 
 class SaturationDetector:
-    """Find clipped samples: a value repeated exactly at a large magnitude.
+    """Find clipped samples: the largest magnitude seen so far, held for three samples.
 
-    A saturating sensor outputs its full-scale value for consecutive samples; genuine signals
-    at large magnitudes do not repeat to the last bit. Works whatever the sensor's range.
+    A saturating sensor outputs its full-scale value for consecutive samples, and that value is
+    the largest the axis ever shows; a genuine large peak does not repeat to the last bit at the
+    running maximum. Works whatever the sensor's range (unknown for imported recordings).
     """
 
     def __init__(self) -> None:
-        self._last_acc: FloatArray | None = None
-        self._last_gyr: FloatArray | None = None
+        self._last: dict[str, FloatArray] = {}
+        self._peak: dict[str, FloatArray] = {}
 
     def reset(self) -> None:
-        """Forget the previous sample."""
-        self._last_acc = self._last_gyr = None
+        """Forget the previous sample and the peaks."""
+        self._last.clear()
+        self._peak.clear()
 
     def update(self, block: SampleBlock) -> FloatArray:
         """Times (s) of the block's samples that look clipped."""
         if len(block) == 0:
             return np.zeros(0)
-        mask = self._repeats(block.acc, self._last_acc, SATURATION_ACC_MPS2)
+        mask = self._clipped("acc", block.acc, SATURATION_ACC_MPS2)
         if block.gyr is not None:
-            mask |= self._repeats(block.gyr, self._last_gyr, SATURATION_GYR_RADPS)
-            self._last_gyr = block.gyr[-1].copy()
-        self._last_acc = block.acc[-1].copy()
+            mask |= self._clipped("gyr", block.gyr, SATURATION_GYR_RADPS)
         clipped: FloatArray = block.t[mask]
         return clipped
 
-    @staticmethod
-    def _repeats(values: FloatArray, previous: FloatArray | None, limit: float) -> np.ndarray:
-        before = np.vstack((values[:1] * np.nan if previous is None else previous, values[:-1]))
-        same = (values == before) & (np.abs(values) >= limit)
+    def _clipped(self, key: str, values: FloatArray, limit: float) -> np.ndarray:
+        """Samples equal to the two before them, at the axis's running peak and above limit."""
+        history = np.vstack((self._last.get(key, np.full((2, 3), np.nan)), values))
+        magnitude = np.abs(values)
+        peak = np.maximum.accumulate(
+            np.vstack((self._peak.get(key, np.zeros(3)), magnitude)), axis=0
+        )[1:]
+        self._last[key] = history[-2:].copy()
+        self._peak[key] = peak[-1].copy()
+        plateau = (values == history[1:-1]) & (values == history[:-2])
+        same = plateau & (magnitude >= limit) & (magnitude >= peak)
         result: np.ndarray = same.any(axis=1)
         return result

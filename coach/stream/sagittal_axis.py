@@ -2,8 +2,9 @@
 
 The sagittal (mediolateral) axis is the dominant axis of angular velocity during gait: it is
 found as the principal component of the gyroscope over the last few strides (``window_s``),
-recomputed every ``update_every_s`` at fixed sample counts (so the result never depends on how
-samples are split into blocks) and refined slowly as the run goes on. Standing still or noise
+recomputed every ``update_every_s`` until the first decision and every ``refresh_every_s`` after
+it, at fixed sample counts (so the result never depends on how samples are split into blocks),
+and refined slowly as the run goes on. Standing still or noise
 (no dominant axis) leaves the axis unchanged.
 
 Its sign is fixed from the gait pattern, with the convention that the output is POSITIVE while
@@ -40,7 +41,8 @@ class SagittalAxisEstimator:
         rate_hz: sampling rate of the gyroscope, Hz.
         segment: ``"shank"`` or ``"foot"`` (fixes how the sign is read from the gait pattern).
         window_s: length of the recent history the axis is computed from, s.
-        update_every_s: how often the axis is recomputed, s.
+        update_every_s: how often the axis is recomputed before the first decision, s.
+        refresh_every_s: how often it is recomputed once known, s (a mount moves slowly).
         min_motion_s: gait needed in the window before the first decision, s.
         min_rate_rad_s: RMS angular rate along the dominant axis below which the window is
             treated as standing (axis left unchanged), rad/s.
@@ -54,6 +56,7 @@ class SagittalAxisEstimator:
         segment: Segment = "shank",
         window_s: float = 5.0,
         update_every_s: float = 0.5,
+        refresh_every_s: float = 2.0,
         min_motion_s: float = 2.0,
         min_rate_rad_s: float = 0.5,
         refine_gain: float = 0.2,
@@ -62,7 +65,8 @@ class SagittalAxisEstimator:
             raise ValueError("rate_hz must be positive")
         self._segment = segment
         self._capacity = max(8, round(window_s * rate_hz))
-        self._every = max(1, round(update_every_s * rate_hz))
+        self._every_first = max(1, round(update_every_s * rate_hz))
+        self._every_known = max(1, round(refresh_every_s * rate_hz))
         self._min_samples = max(4, round(min_motion_s * rate_hz))
         self._min_var = min_rate_rad_s**2
         self._gain = refine_gain
@@ -95,21 +99,36 @@ class SagittalAxisEstimator:
             sagittal angular rate, rad/s, shape (n,); NaN while the axis is unknown.
 
         """
+        return self.update_with_amplitude(gyr)[0]
+
+    def update_with_amplitude(self, gyr: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Like :meth:`update`, also returning the swing amplitude in force at each sample.
+
+        Returns:
+            (sagittal angular rate, swing amplitude), rad/s, both shape (n,); the amplitude is
+            the value of :attr:`swing_amplitude` when that sample was projected (0 before the
+            first decision), so it never depends on how samples are split into blocks.
+
+        """
         n = gyr.shape[0]
         out = np.full(n, np.nan)
+        amplitude = np.empty(n)
         start = 0
         while start < n:
+            every = self._every_first if self._axis is None else self._every_known
             # next recomputation happens right after the sample that makes count % every == 0
-            until_update = self._every - (self._count % self._every)
-            stop = min(n, start + until_update)
+            stop = min(n, start + every - (self._count % every))
             part = gyr[start:stop]
-            if self._axis is not None:
-                out[start:stop] = part @ self._axis
+            axis = self._axis
+            if axis is not None:
+                # element-wise products: bit-identical whatever the block length (no BLAS)
+                out[start:stop] = part[:, 0] * axis[0] + part[:, 1] * axis[1] + part[:, 2] * axis[2]
+            amplitude[start:stop] = self._amplitude
             self._append(part)
-            if self._count % self._every == 0:
+            if self._count % every == 0:
                 self._recompute()
             start = stop
-        return out
+        return out, amplitude
 
     def _append(self, part: FloatArray) -> None:
         idx = (self._count + np.arange(part.shape[0])) % self._capacity
@@ -139,7 +158,9 @@ class SagittalAxisEstimator:
             refined = self._axis + self._gain * (candidate - self._axis)
             candidate = refined / np.linalg.norm(refined)
         rate = median_filter(window @ candidate, size=self._median_width, mode="nearest")
-        low, high = np.percentile(rate, [1.0, 99.0])
+        k_low, k_high = round(0.01 * (len(rate) - 1)), round(0.99 * (len(rate) - 1))
+        ordered = np.partition(rate, (k_low, k_high))
+        low, high = float(ordered[k_low]), float(ordered[k_high])
         upper_larger = high >= -low
         forward_is_upper = upper_larger if self._segment == "shank" else not upper_larger
         clear = max(high, -low) > 1.25 * min(high, -low)
@@ -154,5 +175,7 @@ class SagittalAxisEstimator:
             if self._contrary >= 3:
                 self._axis = -candidate
                 self._contrary = 0
+        # 98th percentile of the signed rate (forward swing positive)
+        k = round(0.98 * (len(rate) - 1))
         signed = rate if float(candidate @ self._axis) > 0 else -rate
-        self._amplitude = float(np.percentile(signed, 98.0))
+        self._amplitude = float(np.partition(signed, k)[k])

@@ -1,26 +1,49 @@
-"""Foot contacts (initial contact, toe-off) from one shank or foot gyroscope, in real time.
+"""Foot contacts (initial contact, toe-off) from one shank or foot IMU, in real time.
 
-Method (Aminian et al. 2002; Salarian et al. 2004; real-time form after Lee & Park 2011 and
-Maqbool et al. 2017): on the sagittal angular velocity ω (forward swing > 0, found and signed
-by :class:`~coach.stream.sagittal_axis.SagittalAxisEstimator` without knowing the mount),
+Gyroscope skeleton (Aminian et al. 2002; Salarian et al. 2004; real-time form after Lee & Park
+2011 and Maqbool et al. 2017): on the sagittal angular velocity ω (forward swing > 0, found and
+signed by :class:`~coach.stream.sagittal_axis.SagittalAxisEstimator` without knowing the mount),
 
 * the mid-swing peak is a maximum of ω above half the recent swing amplitude;
-* initial contact (IC) is the first minimum of ω after the mid-swing peak;
-* toe-off (TO) is the last minimum of ω before the mid-swing peak (after the previous IC).
+* the contact minimum is the first minimum of ω after the mid-swing peak;
+* the pre-swing minimum is the last minimum of ω before the next mid-swing peak.
 
 Extrema are found causally with hysteresis (Billauer's peak-detection rule): a minimum is
-confirmed as soon as ω has risen ``hysteresis_fraction`` of the swing amplitude above it, so
-the algorithmic delay of IC is the time ω takes to climb that much (about 10–25 ms at running
-rates). TO is emitted when ω crosses the swing threshold on its way to the mid-swing peak, so
-its delay is long (≈ 0.1–0.2 s) and irrelevant for cues. Extremum times are refined by fitting
-a parabola through the three samples around each extremum. Mid-swing peaks closer than the
-shortest stride allowed by ``DetectionConfig.max_cadence_spm`` are ignored; an IC not found
-within the longest stride (``min_cadence_spm``) is given up.
+confirmed as soon as ω has risen ``hysteresis_fraction`` of the swing amplitude above it. The
+search is vectorised: numpy finds where each running extremum is confirmed, and a small state
+machine runs only over those few confirmations and over the rises through the swing level (a
+handful per stride), never per sample.
 
-Known biases (see ``benchmarks/shank_contacts_real.py``): in running, the shank minimum after
-mid-swing follows the force-plate contact by ~15–30 ms (Purcell et al. 2006 report +17 ms) and
-the minimum before mid-swing follows toe-off by ~0.1 s; on the foot in walking both are within
-a few samples of the reference. No offset is applied here.
+Initial contact (IC) is refined with the accelerometer: the foot strike is the onset of the rise
+of the specific-force magnitude |a| (the impact, tens of m/s² within 10–30 ms on a skin-mounted
+shank IMU; Mitschke et al. 2017 and Purcell et al. 2006 time foot strike from this rise), searched
+between the end of the forward swing (ω falling through zero: swing-limb retraction precedes
+contact) and the contact minimum of ω. The onset is the last local minimum of |a| before its
+steepest rise. Without such a rise (accelerometer missing or flat), IC is the contact minimum.
+Delay: the time ω takes to confirm the minimum (~10–25 ms); the refinement adds none.
+
+Toe-off (TO):
+
+* foot: the pre-swing minimum itself, the end of the push-off plantar flexion (Mariani et al.
+  2010; Falbriard et al. 2018);
+* shank, walking: the pre-swing minimum (Aminian 2002; Salarian 2004);
+* shank, running: the pre-swing minimum lags toe-off by ~80–100 ms in running (the shank keeps
+  accelerating backwards after the foot leaves the ground). Toe-off is the onset of that
+  backward swing acceleration, i.e. the instant of fastest change of angular acceleration (most
+  negative d²ω/dt², on ω smoothed over 20 ms) between the late-stance maximum of ω — where the
+  shank stops rotating over the planted foot (Schmidt et al. 2016; Mo & Chow 2018 time running
+  TO near this maximum) — and the pre-swing minimum. The switch is driven by the signal: the
+  running form is used only when the stance it implies (IC to that onset) is shorter than 45 %
+  of the stride, i.e. when a flight phase exists (stance < 50 % of the stride).
+
+TO is emitted when ω rises through the swing level on its way to the mid-swing peak, so its
+delay is long (≈ 0.1–0.3 s) and irrelevant for cues.
+
+Gates against spurious contacts: mid-swing peaks closer than the shortest stride allowed by
+``DetectionConfig.max_cadence_spm`` are one swing; an IC needs a swing of at least
+``MIN_SWING_S`` and a mid-swing peak above ``MIN_PEAK_FRACTION`` of the running median of the last
+accepted peaks (swing wiggles and turning steps are smaller); an IC not found within the
+longest stride (``min_cadence_spm``) is given up.
 
 Warm-up: nothing is detected until the axis is known, about 2 s (≈ 2 strides) of gait after the
 start. On a time jump (gap) the extremum search restarts; the axis and amplitude are kept.
@@ -28,14 +51,14 @@ start. On a time jump (gap) the extremum search restarts; the axis and amplitude
 
 from __future__ import annotations
 
-import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from coach.config import DetectionConfig
 from coach.stream.sagittal_axis import SagittalAxisEstimator, Segment
-from coach.types import EventKind, GaitEvent, SampleBlock, Side
+from coach.types import EventKind, FloatArray, GaitEvent, SampleBlock, Side
 
 #: A step in time longer than this many sample periods is a gap (alignment-stage contract).
 GAP_SAMPLES = 1.5
@@ -47,9 +70,34 @@ MIN_SWING_S = 0.15
 #: Smallest mid-swing peak accepted, rad/s (slow walking still exceeds ~2 rad/s).
 MIN_SWING_PEAK_RAD_S = 1.0
 
+#: A mid-swing peak below this fraction of the median of the last accepted peaks is not a step.
+MIN_PEAK_FRACTION = 0.4
+
+#: Longest look-back of the IC refinement before the contact minimum of ω, s.
+IMPACT_SEARCH_S = 0.06
+
+#: Smoothing of ω before the curvature search for running toe-off, s.
+TOE_OFF_SMOOTH_S = 0.02
+
+#: A stance shorter than this fraction of the stride means a flight phase exists (running).
+RUNNING_DUTY_FACTOR = 0.45
+
+#: Samples processed per vectorised pass (bounds the cost of long blocks).
+CHUNK = 512
+
+
+@dataclass(slots=True)
+class _Extremum:
+    """A confirmed extremum of ω: absolute sample index, value, and where it was confirmed."""
+
+    index: int
+    value: float
+    confirmed_at: int
+    is_max: bool
+
 
 class ShankContactDetector:
-    """Initial contacts and toe-offs of one leg from its shank (or foot) gyroscope.
+    """Initial contacts and toe-offs of one leg from its shank (or foot) IMU.
 
     Args:
         side: which leg the sensor is on; copied into every event.
@@ -60,6 +108,7 @@ class ShankContactDetector:
             amplitude (98th percentile of ω over the last 5 s).
         hysteresis_fraction: rise (fall) of ω, as a fraction of the swing amplitude, that
             confirms a minimum (maximum).
+        refine_with_impact: time IC from the accelerometer impact where one is found.
 
     """
 
@@ -71,6 +120,7 @@ class ShankContactDetector:
         segment: Segment = "shank",
         swing_fraction: float = 0.5,
         hysteresis_fraction: float = 0.1,
+        refine_with_impact: bool = True,
     ) -> None:
         if rate_hz <= 0 or not math.isfinite(rate_hz):
             raise ValueError("rate_hz must be a positive number")
@@ -83,107 +133,186 @@ class ShankContactDetector:
         self._max_stride_s = 120.0 / config.min_cadence_spm
         self._swing_fraction = swing_fraction
         self._hysteresis_fraction = hysteresis_fraction
-        self._last_t = -math.inf
-        self._restart()
+        self._refine = refine_with_impact
+        self._impact_n = max(2, math.ceil(IMPACT_SEARCH_S * rate_hz))
+        self._smooth_n = max(1, round(TOE_OFF_SMOOTH_S * rate_hz))
+        # history: one longest stride plus a chunk, for the look-backs of IC and TO
+        self._capacity = math.ceil(self._max_stride_s * rate_hz) + CHUNK + 8
+        self._t = np.zeros(self._capacity)
+        self._w = np.zeros(self._capacity)
+        self._a = np.zeros(self._capacity)
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything (axis included), as for a new session."""
         self._axis.reset()
         self._last_t = -math.inf
+        self._n = 0  # samples ever stored (absolute index of the next one)
+        self._peaks: list[float] = []  # last accepted mid-swing peaks, rad/s
+        self._stride_s = math.nan  # last IC-to-IC interval
         self._restart()
 
     def _restart(self) -> None:
         """Restart the extremum search (after a gap); slow state is kept."""
+        self._segment_start = self._n  # first absolute index of the gap-free run
         self._seeking_max = True
         self._ext_val = -math.inf
-        self._ext_t = 0.0
-        self._ext_before = math.nan  # sample before the running extremum
-        self._ext_after = math.nan  # sample after it (NaN until seen)
+        self._ext_idx = -1
         self._prev = math.nan
-        self._last_min: tuple[float, float] | None = None  # (t, value) of last confirmed min
+        self._last_min: _Extremum | None = None
         self._to_done = True
         self._swing_t = -math.inf  # last accepted mid-swing peak
         self._swing_val = 0.0
         self._awaiting_ic = False
         self._last_ic_t = -math.inf
+        self._ic_idx = -1  # contact minimum of the last IC
         self._rise_t = -math.inf  # first rise above the swing level since the last IC
+        self._stride_s = math.nan
 
+    # ------------------------------------------------------------------ streaming
     def update(self, block: SampleBlock) -> list[GaitEvent]:
         """Consume one block; return the events decided within it, sorted by ``t``."""
         if block.gyr is None or len(block) == 0:
             return []
         t = block.t
+        omega, amplitude = self._axis.update_with_amplitude(block.gyr)
+        acc = block.acc
+        acc_norm = np.sqrt(acc[:, 0] * acc[:, 0] + acc[:, 1] * acc[:, 1] + acc[:, 2] * acc[:, 2])
+        events: list[GaitEvent] = []
         if t[0] - self._last_t > self._gap_s and math.isfinite(self._last_t):
             self._restart()
-        omega = self._axis.update(block.gyr)
-        events: list[GaitEvent] = []
-        jumps = np.flatnonzero(np.diff(t) > self._gap_s) + 1
-        bounds = [0, *jumps.tolist(), len(t)]
-        for start, stop in itertools.pairwise(bounds):
-            if start > 0:
+        jumps = np.flatnonzero(np.diff(t) > self._gap_s) + 1 if len(t) > 1 else ()
+        bounds = [0, *(int(j) for j in jumps), len(t)]
+        for k in range(len(bounds) - 1):
+            if k > 0:
                 self._restart()
-            self._scan(t[start:stop].tolist(), omega[start:stop].tolist(), events)
+            for start in range(bounds[k], bounds[k + 1], CHUNK):
+                stop = min(start + CHUNK, bounds[k + 1])
+                self._process(
+                    t[start:stop],
+                    omega[start:stop],
+                    amplitude[start:stop],
+                    acc_norm[start:stop],
+                    events,
+                )
         self._last_t = float(t[-1])
         events.sort(key=lambda e: e.t)
         return events
 
-    def _scan(self, times: list[float], values: list[float], events: list[GaitEvent]) -> None:
-        amplitude = max(self._axis.swing_amplitude, MIN_SWING_PEAK_RAD_S / self._swing_fraction)
-        delta = self._hysteresis_fraction * amplitude
-        swing_level = self._swing_fraction * amplitude
-        for ti, x in zip(times, values, strict=True):
-            if math.isnan(x):
-                self._prev = math.nan
-                continue
-            if math.isnan(self._ext_after) and self._ext_t < ti:
-                self._ext_after = x
+    def _store(self, t: FloatArray, w: FloatArray, a: FloatArray) -> int:
+        """Append samples to the history; return the absolute index of the first one."""
+        base = self._n
+        m = len(t)
+        pos = base % self._capacity
+        first = min(m, self._capacity - pos)
+        self._t[pos : pos + first] = t[:first]
+        self._w[pos : pos + first] = w[:first]
+        self._a[pos : pos + first] = a[:first]
+        if first < m:
+            self._t[: m - first] = t[first:]
+            self._w[: m - first] = w[first:]
+            self._a[: m - first] = a[first:]
+        self._n += m
+        return base
+
+    def _history(self, buffer: FloatArray, start: int, stop: int) -> FloatArray:
+        """Samples ``start:stop`` (absolute indices) of one history buffer."""
+        return buffer[np.arange(start, stop) % self._capacity]
+
+    def _process(
+        self,
+        t: FloatArray,
+        w: FloatArray,
+        amplitude: FloatArray,
+        a: FloatArray,
+        events: list[GaitEvent],
+    ) -> None:
+        base = self._store(t, w, a)
+        amp = np.maximum(amplitude, MIN_SWING_PEAK_RAD_S / self._swing_fraction)
+        delta = self._hysteresis_fraction * amp
+        level = self._swing_fraction * amp
+        seeking_max = self._seeking_max  # search state at the start of the chunk
+        extrema = self._extrema(w, delta, base)
+        previous = np.concatenate(([self._prev], w[:-1]))
+        rises = np.flatnonzero((previous < level) & (w >= level)).tolist()
+        self._prev = float(w[-1])
+        # state machine over the few decisions, in sample order (extremum before rise)
+        ri = 0
+        for ext in extrema:
+            pos = ext.confirmed_at - base
+            while ri < len(rises) and rises[ri] < pos:
+                self._on_rise(float(t[rises[ri]]), seeking_max, events)
+                ri += 1
+            seeking_max = not ext.is_max
+            if ext.is_max:
+                self._on_max(ext, float(level[pos]))
+            else:
+                self._on_min(ext, float(t[pos]), float(amp[pos]), events)
+                if w[pos] >= level[pos]:
+                    self._emit_toe_off(float(t[pos]), events)
+        for r in rises[ri:]:
+            self._on_rise(float(t[r]), seeking_max, events)
+
+    def _extrema(self, w: FloatArray, delta: FloatArray, base: int) -> list[_Extremum]:
+        """Confirmed extrema (Billauer hysteresis) of one chunk, vectorised.
+
+        Between confirmations numpy finds the first sample that falls ``delta`` below the running
+        maximum (or rises above the running minimum); only confirmations cost Python steps.
+        NaN samples (axis not yet known, bad data) are never extrema.
+        """
+        out: list[_Extremum] = []
+        clean = bool(np.isfinite(w).all())
+        if not clean:
+            w = np.where(np.isfinite(w), w, np.nan)
+        p = 0
+        n = len(w)
+        while p < n:
+            seg = w[p:]
             if self._seeking_max:
-                if x > self._ext_val:
-                    self._new_extremum(ti, x)
-                elif x < self._ext_val - delta:
-                    self._on_max(self._refined(), swing_level)
-                    self._seeking_max = False
-                    self._new_extremum(ti, x)
-            elif x < self._ext_val:
-                self._new_extremum(ti, x)
-            elif x > self._ext_val + delta:
-                self._on_min(self._refined(), ti, amplitude, events)
-                self._seeking_max = True
-                self._new_extremum(ti, x)
-            if self._prev < swing_level <= x and self._rise_t <= self._last_ic_t:
-                self._rise_t = ti
-            if (
-                self._seeking_max
-                and not self._to_done
-                and x >= swing_level
-                and self._last_min is not None
-            ):
-                self._to_done = True
-                events.append(GaitEvent(self._last_min[0], ti, EventKind.TOE_OFF, self.side))
-            self._prev = x
+                running = np.fmax(np.fmax.accumulate(seg), self._ext_val)
+                hits = np.flatnonzero(seg < running - delta[p:])
+            else:
+                running = np.fmin(np.fmin.accumulate(seg), self._ext_val)
+                hits = np.flatnonzero(seg > running + delta[p:])
+            stop = int(hits[0]) if hits.size else n - p
+            if stop > 0 and running[stop - 1] != self._ext_val:
+                # the running extremum moved within seg[:stop]: its first occurrence
+                head = seg[:stop]
+                if clean:
+                    j = int(np.argmax(head) if self._seeking_max else np.argmin(head))
+                else:
+                    j = int(np.flatnonzero(head == running[stop - 1])[0])
+                self._ext_val, self._ext_idx = float(head[j]), base + p + j
+            if not hits.size:
+                break
+            confirm = p + stop
+            out.append(_Extremum(self._ext_idx, self._ext_val, base + confirm, self._seeking_max))
+            self._seeking_max = not self._seeking_max
+            self._ext_val, self._ext_idx = float(w[confirm]), base + confirm
+            p = confirm + 1
+        return out
 
-    def _new_extremum(self, ti: float, x: float) -> None:
-        self._ext_before = self._prev
-        self._ext_val = x
-        self._ext_t = ti
-        self._ext_after = math.nan
+    # ------------------------------------------------------------------ decisions
+    def _refined(self, ext: _Extremum) -> tuple[float, float]:
+        """Time and value of an extremum, by a parabola through its neighbours."""
+        i = ext.index
+        t_ext = float(self._t[i % self._capacity])
+        if i - 1 < max(self._segment_start, self._n - self._capacity) or i + 1 >= self._n:
+            return t_ext, ext.value
+        y0 = float(self._w[(i - 1) % self._capacity])
+        y2 = float(self._w[(i + 1) % self._capacity])
+        curvature = y0 - 2.0 * ext.value + y2
+        if not math.isfinite(curvature) or curvature == 0.0:
+            return t_ext, ext.value
+        shift = min(0.5, max(-0.5, 0.5 * (y0 - y2) / curvature))
+        return t_ext + shift / self.rate_hz, ext.value - 0.25 * (y0 - y2) * shift
 
-    def _refined(self) -> tuple[float, float]:
-        """Time and value of the running extremum, by a parabola through its neighbours."""
-        y0, y1, y2 = self._ext_before, self._ext_val, self._ext_after
-        if math.isnan(y0) or math.isnan(y2):
-            return self._ext_t, y1
-        curvature = y0 - 2.0 * y1 + y2
-        if curvature == 0.0:
-            return self._ext_t, y1
-        shift = 0.5 * (y0 - y2) / curvature
-        shift = min(0.5, max(-0.5, shift))
-        return self._ext_t + shift / self.rate_hz, y1 - 0.25 * (y0 - y2) * shift
-
-    def _on_max(self, peak: tuple[float, float], swing_level: float) -> None:
-        t_peak, value = peak
+    def _on_max(self, ext: _Extremum, swing_level: float) -> None:
+        t_peak, value = self._refined(ext)
         if value < swing_level:
             return
+        if self._peaks and value < MIN_PEAK_FRACTION * sorted(self._peaks)[len(self._peaks) // 2]:
+            return  # a wiggle or a turning step, far below this runner's recent swings
         if t_peak - self._swing_t < self._min_stride_s:
             if value > self._swing_val and self._awaiting_ic:
                 self._swing_t, self._swing_val = t_peak, value  # a better peak of the same swing
@@ -192,20 +321,96 @@ class ShankContactDetector:
         self._awaiting_ic = True
 
     def _on_min(
-        self, trough: tuple[float, float], now: float, amplitude: float, events: list[GaitEvent]
+        self, ext: _Extremum, now: float, amplitude: float, events: list[GaitEvent]
     ) -> None:
-        t_min, value = trough
+        t_min, value = self._refined(ext)
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
             elif value < self._swing_val - 0.5 * amplitude and t_min >= self._rise_t + MIN_SWING_S:
                 self._awaiting_ic = False
-                self._last_ic_t = t_min
+                self._peaks = [*self._peaks[-4:], self._swing_val]
+                t_ic = self._impact_onset(ext.index, t_min) if self._refine else t_min
+                if math.isfinite(self._last_ic_t):
+                    gap = t_ic - self._last_ic_t
+                    self._stride_s = gap if gap <= self._max_stride_s else math.nan
+                self._last_ic_t = t_ic
+                self._ic_idx = ext.index
                 self._last_min = None
                 self._to_done = False
-                events.append(GaitEvent(t_min, now, EventKind.INITIAL_CONTACT, self.side))
+                events.append(GaitEvent(t_ic, now, EventKind.INITIAL_CONTACT, self.side))
                 return
         if t_min > self._last_ic_t:
-            self._last_min = (t_min, value)
+            self._last_min = ext
             if not math.isfinite(self._last_ic_t):
                 self._to_done = False
+
+    def _on_rise(self, now: float, seeking_max: bool, events: list[GaitEvent]) -> None:
+        if self._rise_t <= self._last_ic_t:
+            self._rise_t = now
+        if seeking_max:
+            self._emit_toe_off(now, events)
+
+    def _emit_toe_off(self, now: float, events: list[GaitEvent]) -> None:
+        if self._to_done or self._last_min is None:
+            return
+        self._to_done = True
+        t_to = self._toe_off_time(self._last_min)
+        events.append(GaitEvent(t_to, now, EventKind.TOE_OFF, self.side))
+
+    def _impact_onset(self, i_min: int, t_min: float) -> float:
+        """Foot strike from the accelerometer: onset of the steepest rise of |a| before i_min."""
+        lo = max(self._segment_start, self._n - self._capacity, i_min - self._impact_n)
+        if i_min - lo < 2:
+            return t_min
+        w = self._history(self._w, lo, i_min + 1)
+        a = self._history(self._a, lo, i_min + 1)
+        # start where the forward swing ended (ω falling through zero)
+        down = np.flatnonzero((w[:-1] > 0.0) & (w[1:] <= 0.0))
+        first = int(down[-1]) if down.size else 0
+        a = a[first:]
+        if a.size < 3 or not np.all(np.isfinite(a)):
+            return t_min
+        slope = np.diff(a)
+        steepest = int(np.argmax(slope))
+        if slope[steepest] <= 0.0:
+            return t_min
+        falling = np.flatnonzero(slope[:steepest] <= 0.0)
+        onset = int(falling[-1]) + 1 if falling.size else 0
+        return float(self._t[(lo + first + onset) % self._capacity])
+
+    def _toe_off_time(self, pre_swing: _Extremum) -> float:
+        """TO from the pre-swing minimum (foot, walking) or the swing-acceleration onset."""
+        t_min = self._refined(pre_swing)[0]
+        if self.segment != "shank" or self._ic_idx < 0 or not math.isfinite(self._stride_s):
+            return t_min
+        lo = max(self._ic_idx, self._segment_start, self._n - self._capacity)
+        hi = pre_swing.index
+        if hi - lo < 4:
+            return t_min
+        w = self._history(self._w, lo, hi + 1)
+        top = int(np.argmax(w))  # late-stance maximum: the shank stops rotating over the foot
+        half = self._smooth_n // 2
+        kernel = np.full(2 * half + 1, 1.0 / (2 * half + 1))
+        smooth = np.convolve(w, kernel, mode="same")
+        inner = slice(max(top, half + 1), len(w) - half - 1)
+        curvature = (
+            smooth[inner.start - 1 : inner.stop - 1]
+            - 2.0 * smooth[inner]
+            + smooth[inner.start + 1 : inner.stop + 1]
+        )
+        if curvature.size == 0:
+            return t_min
+        k = int(np.argmin(curvature))
+        shift = 0.0
+        if 0 < k < curvature.size - 1:
+            c0, c1, c2 = curvature[k - 1], curvature[k], curvature[k + 1]
+            den = c0 - 2.0 * c1 + c2
+            if den > 0.0:
+                shift = min(0.5, max(-0.5, 0.5 * (c0 - c2) / den))
+        j = inner.start + k
+        t_knee = float(self._t[(lo + j) % self._capacity]) + shift / self.rate_hz
+        stance = t_knee - self._last_ic_t
+        if 0.0 < stance < RUNNING_DUTY_FACTOR * self._stride_s:
+            return t_knee
+        return t_min
