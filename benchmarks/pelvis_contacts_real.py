@@ -162,9 +162,7 @@ def simulator_figures(chunk: int, verbose: bool) -> None:
                 if not gyro:
                     block = SampleBlock(block.location, block.t, block.acc)
                 events = run_detector(block, rate, chunk)
-                truth = [
-                    (e.t, e.side) for e in run.events if e.kind.value == "initial_contact"
-                ]
+                truth = [(e.t, e.side) for e in run.events if e.kind.value == "initial_contact"]
                 s = score(events, [x for x in truth if x[0] > 1.2])
                 if verbose:
                     print(s.line(f"  sim seed {seed} {rate:.0f} Hz"))

@@ -44,7 +44,7 @@ def synthetic_pelvis(rate_hz: float, duration_s: float, seed: int = 0) -> Sample
     a_travel = np.column_stack(
         [3.0 * np.sin(w_step * t), 1.5 * np.sin(w_stride * t), 9.0 * np.cos(w_step * t)]
     )
-    specific = (travel * body).inv().apply(travel.apply(a_travel) + [0.0, 0.0, G])
+    specific = (travel * body).inv().apply(travel.apply(a_travel) + np.array([0.0, 0.0, G]))
     mats = body.as_matrix()
     omega = np.einsum("nji,njk->nik", mats, np.gradient(mats, 1.0 / rate_hz, axis=0))
     gyr_body = np.column_stack([omega[:, 2, 1], omega[:, 0, 2], omega[:, 1, 0]])

@@ -145,13 +145,14 @@ def apply_update(
             )
             problems.extend(rule_problems)
         _merge(cues, rest)
-    if problems:
-        raise ConfigError(SOURCE, problems)
     try:
-        return parse_config(data, SOURCE)
+        config = parse_config(data, SOURCE)
     except ConfigError as error:
         rules = data.get("cues", {}).get("rules", [])
-        raise ConfigError(SOURCE, _name_rule_paths(error.problems, rules)) from None
+        problems.extend(_name_rule_paths(error.problems, rules))
+    if problems:  # every problem at once, so the coach can fix them in one go
+        raise ConfigError(SOURCE, problems)
+    return config
 
 
 def tunable_view(config: CoachConfig) -> dict[str, Any]:

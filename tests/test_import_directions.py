@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "cues": {"types", "config"},
     "sinks": {"types", "config", "errors"},
     "evaluation": {"types", "stream"},
+    "remote_tuning": {"types", "errors", "config"},
 }
 TOP_LEVEL = {"runtime", "cli", "cli_replay", "cli_simulate", "__main__", "__init__"}
 

@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -150,11 +150,16 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
 
 @dataclass
 class PublisherStats:
-    """Counters of the publisher (also reported in the status)."""
+    """Counters of the publisher (``sent``, ``dropped``, ``reconnects`` are in the status).
+
+    ``reconnects`` counts connections after the first, ``disconnects`` connections lost,
+    ``connect_failures`` attempts that never connected.
+    """
 
     sent: int = 0
     dropped: int = 0
     reconnects: int = 0
+    disconnects: int = 0
     connect_failures: int = 0
     config_accepted: int = 0
     config_rejected: int = 0
@@ -229,6 +234,7 @@ class MqttPublisher:
         self._credentials = Credentials()
         self._tls: ssl.SSLContext | None = None
         self._ever_connected = False
+        self._state_changed = asyncio.Condition()
 
     # ---- the producer side: never blocks, never raises on network trouble -------------------
 
@@ -343,21 +349,38 @@ class MqttPublisher:
             logger=log.getChild("client"),
         )
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, checked at each change of the connection state
+        (connected, connection lost, connection attempt failed); e.g.
+        ``await mqtt.wait_until(lambda: not mqtt.connected.is_set())``."""
+        async with self._state_changed:
+            await self._state_changed.wait_for(predicate)
+
+    async def _notify_state(self) -> None:
+        async with self._state_changed:
+            self._state_changed.notify_all()
+
     async def _run(self) -> None:
         """Connect, publish until closing, reconnect with backoff when the connection fails."""
         attempt = 0
         while not self._closing.is_set():
             was_connected, error = await self._connect_once()
-            if error is None or self._closing.is_set():
-                return
             if was_connected:
                 attempt = 0
+                if error is not None:
+                    self.stats.disconnects += 1
+            else:
+                self.stats.connect_failures += 1
+            await self._notify_state()
+            if error is None or self._closing.is_set():
+                return
             delay = backoff_delay(
                 attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
             )
-            attempt += 1
-            self.stats.connect_failures += 1
-            log.warning(
+            # Warn on the first failure after a success, then quietly keep trying.
+            level = logging.WARNING if attempt == 0 else logging.DEBUG
+            log.log(
+                level,
                 "MQTT broker %s:%d: %s; retrying in %.2f s (%d queued, %d dropped)",
                 self.config.host,
                 self.config.port,
@@ -366,6 +389,7 @@ class MqttPublisher:
                 self.queued,
                 self.stats.dropped,
             )
+            attempt += 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
@@ -381,6 +405,7 @@ class MqttPublisher:
                     self.stats.reconnects += 1
                 self._ever_connected = True
                 self.connected.set()
+                await self._notify_state()
                 log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
                 await self._session(client)
         except* aiomqtt.MqttError as group:

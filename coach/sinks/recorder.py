@@ -313,7 +313,7 @@ class Recorder:
         return channel_id
 
     def _log_time(self, t: float) -> int:
-        return max(0, self.start_wall_ns + round(t * 1e9))
+        return max(0, self.start_wall_ns + round(float(t) * 1e9))
 
     def _add(self, channel_id: int, t: float, data: bytes) -> bool:
         if self._closed or self.error is not None:

@@ -427,8 +427,8 @@ def _not_coach(path: Path, header: Header | None) -> SessionFormatError:
     writer = f"written by {header.library!r}" if header and header.library else "unknown writer"
     return SessionFormatError(
         f"{path}: an MCAP file but not a coach recording ({writer}; no {SESSION_METADATA!r} "
-        "metadata). coach replays the .mcap recordings that `coach run` writes; import other "
-        "data as a CSV session folder (design.md section 4)"
+        "metadata). coach replays the .mcap recordings that `coach run` writes; other data "
+        "can be imported as a CSV session folder (one <location>.csv per sensor)"
     )
 
 

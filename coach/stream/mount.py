@@ -42,18 +42,72 @@ On a data gap (time jump) the signal filters restart; the slow calibration is ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import butter, lfilter, sosfilt, sosfilt_zi
+from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from coach.config import DetectionConfig
 from coach.types import FloatArray, SampleBlock
 
 BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.intp]
 STANDARD_GRAVITY = 9.80665  # m/s²
 GAP_SAMPLES = 1.5  # a time step longer than this many sample periods is a gap
+
+
+# --- low-overhead causal filtering --------------------------------------------------------------
+SosKernel = Callable[[FloatArray, FloatArray, FloatArray], None]
+
+
+def _public_sos_kernel(sos: FloatArray, x: FloatArray, zi: FloatArray) -> None:
+    """``scipy.signal.sosfilt`` of the rows of ``x`` (c, n), in place, state ``zi`` (c, s, 2)."""
+    y, zf = sosfilt(sos, x, axis=-1, zi=np.moveaxis(zi, 1, 0))
+    x[...] = y
+    zi[...] = np.moveaxis(zf, 0, 1)
+
+
+def _select_sos_kernel() -> SosKernel:
+    """The compiled SOS loop of scipy without its per-call checks (~30× less overhead per call).
+
+    It is checked against the public ``sosfilt`` at import; if anything differs, the public
+    function is used.
+    """
+    try:
+        from scipy.signal._sosfilt import _sosfilt as kernel
+    except ImportError:  # pragma: no cover - depends on the scipy version
+        return _public_sos_kernel
+    rng = np.random.default_rng(0)
+    sos = butter(4, 0.1, output="sos")
+    x, zi = rng.normal(size=(3, 17)), rng.normal(size=(3, sos.shape[0], 2))
+    x_ref, zi_ref = x.copy(), zi.copy()
+    _public_sos_kernel(sos, x_ref, zi_ref)
+    try:
+        kernel(sos, x, zi)
+    except Exception:  # pragma: no cover - depends on the scipy version
+        return _public_sos_kernel
+    if np.array_equal(x, x_ref) and np.array_equal(zi, zi_ref):
+        return kernel  # type: ignore[no-any-return]
+    return _public_sos_kernel  # pragma: no cover
+
+
+sos_filter_inplace: SosKernel = _select_sos_kernel()
+"""Filter the rows of a C-contiguous float64 array ``x`` (c, n) in place with ``sos`` (s, 6),
+carrying the per-row state ``zi`` (c, s, 2) in place (``scipy.signal.sosfilt`` semantics)."""
+
+
+def ema_sos(alpha: float) -> FloatArray:
+    """One-section SOS of the exponential mean ``y[n] = (1-α) y[n-1] + α x[n]``."""
+    return np.array([[alpha, 0.0, 0.0, 1.0, alpha - 1.0, 0.0]])
+
+
+def ema_state(previous: FloatArray) -> FloatArray:
+    """Filter state (c, 1, 2) of :func:`ema_sos` whose last output was ``previous`` (c,)."""
+    zi = np.zeros((previous.shape[0], 1, 2))
+    zi[:, 0, 0] = previous
+    return zi
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +131,7 @@ class MountSettings:
         standing_s: quasi-static time that defines the standing posture, s.
         static_gyro: angular-rate norm below which the sensor is quasi-static, rad/s.
         static_acc: band-passed acceleration norm below which the sensor is quasi-static, m/s².
+        update_s: the rotation is re-estimated every this many seconds (fixed sample grid), s.
 
     """
 
@@ -93,6 +148,7 @@ class MountSettings:
     standing_s: float = 2.0
     static_gyro: float = 0.1
     static_acc: float = 0.3
+    update_s: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +200,6 @@ class MountTrack:
     vertical: FloatArray
 
 
-def _ema(x: FloatArray, alpha: float, previous: FloatArray) -> FloatArray:
-    """Exponential mean along axis 0, ``y[n] = (1-α) y[n-1] + α x[n]``, from ``previous``."""
-    zi = ((1.0 - alpha) * previous)[np.newaxis]
-    y: FloatArray = lfilter([alpha], [1.0, alpha - 1.0], x, axis=0, zi=zi)[0]
-    return y
-
-
 def dot3(a: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise dot product of (n, 3) arrays, summed in a fixed order (bit-reproducible)."""
     out: FloatArray = a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
@@ -169,23 +218,73 @@ def _normalize(v: FloatArray) -> FloatArray:
     return out
 
 
+def _column_sum(a: FloatArray) -> FloatArray:
+    """Sum of the 3 rows of a (3, n) array in a fixed order (bit-reproducible whatever n)."""
+    out: FloatArray = a[0] + a[1] + a[2]
+    return out
+
+
 @dataclass
 class _Slow:
     """Calibration state that survives gaps (restarted only by a mount change)."""
 
-    gravity: FloatArray = field(default_factory=lambda: np.zeros(3))
-    gravity_w: float = 0.0
-    fast: FloatArray = field(default_factory=lambda: np.zeros(3))
-    fast_w: float = 0.0
-    forward: FloatArray = field(default_factory=lambda: np.zeros(3))
-    forward_norm: float = 0.0
+    zi_gravity: FloatArray = field(default_factory=lambda: np.zeros((4, 1, 2)))
+    zi_fast: FloatArray = field(default_factory=lambda: np.zeros((4, 1, 2)))
+    zi_forward: FloatArray = field(default_factory=lambda: np.zeros((4, 1, 2)))
     moving_samples: int = 0
     samples: int = 0
     static_run: int = 0
     static_sum: FloatArray = field(default_factory=lambda: np.zeros(3))
     standing: FloatArray | None = None
     standing_open: bool = False
-    ever_moved: bool = False
+    # the estimate in use (set at the grid samples)
+    vertical: FloatArray = field(default_factory=lambda: np.zeros(3))
+    rotation: FloatArray = field(default_factory=lambda: np.eye(3))
+    confidence: float = 0.0
+    calibrated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MountPieces:
+    """Compact per-block mount estimates: a few estimates and which sample uses which.
+
+    Attributes:
+        group: index into the per-estimate arrays for each sample, shape (n,).
+        rotation: sensor→body rotations, shape (m, 3, 3).
+        vertical: body z axis in sensor coordinates, shape (m, 3).
+        confidence: forward-axis coherence, shape (m,).
+        calibrated: both axes known, shape (m,).
+        standing_reference: the vertical comes from a standing period, shape (m,).
+        running: a flight phase was seen within ``flight_memory_s``, per sample, shape (n,).
+        change_at: index of the sample at which a slipped mount was detected, or None.
+
+    """
+
+    group: IntArray
+    rotation: FloatArray
+    vertical: FloatArray
+    confidence: FloatArray
+    calibrated: BoolArray
+    standing_reference: BoolArray
+    running: BoolArray
+    change_at: int | None
+
+    def track(self, t: FloatArray) -> MountTrack:
+        """Per-sample arrays."""
+        g = self.group
+        changed = np.zeros(g.shape[0], bool)
+        if self.change_at is not None:
+            changed[self.change_at] = True
+        return MountTrack(
+            t=t,
+            rotation=self.rotation[g],
+            confidence=self.confidence[g],
+            calibrated=self.calibrated[g],
+            changed=changed,
+            standing_reference=self.standing_reference[g],
+            running=self.running,
+            vertical=self.vertical[g],
+        )
 
 
 class MountCalibrator:
@@ -211,19 +310,22 @@ class MountCalibrator:
         self.config = config or DetectionConfig()
         self.settings = settings or MountSettings()
         s, dt = self.settings, 1.0 / self.rate_hz
-        self._alpha_gravity = 1.0 - float(np.exp(-dt / s.gravity_tau_s))
-        self._alpha_forward = 1.0 - float(np.exp(-dt / s.forward_tau_s))
-        self._alpha_fast = 1.0 - float(np.exp(-dt / s.fast_tau_s))
-        self._alpha_activity = 1.0 - float(np.exp(-dt / 0.5))
+        self._sos_gravity = ema_sos(1.0 - float(np.exp(-dt / s.gravity_tau_s)))
+        self._sos_forward = ema_sos(1.0 - float(np.exp(-dt / s.forward_tau_s)))
+        self._sos_fast = ema_sos(1.0 - float(np.exp(-dt / s.fast_tau_s)))
+        self._sos_activity = ema_sos(1.0 - float(np.exp(-dt / 0.5)))
         low, high = s.band_hz
         high = min(high, 0.4 * self.rate_hz)
         self._sos_low = butter(2, high, "lowpass", fs=self.rate_hz, output="sos")
         self._sos_high = butter(2, low, "highpass", fs=self.rate_hz, output="sos")
         evidence = min(s.evidence_hz, 0.4 * self.rate_hz)
         self._sos_evidence = butter(2, evidence, "lowpass", fs=self.rate_hz, output="sos")
+        self._zi_unit_low = sosfilt_zi(self._sos_low)
+        self._zi_unit_high = sosfilt_zi(self._sos_high)
         self._min_moving = round(self.config.calibration_s * self.rate_hz)
         self._standing_n = round(s.standing_s * self.rate_hz)
-        self._flight_memory = s.flight_memory_s
+        self._grid = max(1, round(s.update_s * self.rate_hz))
+        self._cos_change = float(np.cos(np.radians(s.change_deg)))
         self.reset()
 
     def reset(self) -> None:
@@ -236,9 +338,9 @@ class MountCalibrator:
     def _restart_filters(self) -> None:
         self._zi_low: FloatArray | None = None
         self._zi_high: FloatArray | None = None
-        self._zi_evidence = np.zeros((self._sos_evidence.shape[0], 2, 3))
+        self._zi_evidence = np.zeros((3, self._sos_evidence.shape[0], 2))
         self._prev_vertical_acc: float | None = None
-        self._activity = np.zeros(2)  # smoothed acc² and gyro² activity
+        self._zi_activity = np.zeros((2, 1, 2))  # smoothed acc² and gyro² activity
 
     # ----------------------------------------------------------------------------------------
     def update(self, block: SampleBlock) -> MountEstimate | None:
@@ -258,27 +360,34 @@ class MountCalibrator:
 
     def track(self, block: SampleBlock) -> MountTrack:
         """Process a block; per-sample estimates (use either this or :meth:`update`)."""
-        n = len(block)
-        if n == 0:
+        if len(block) == 0:
             return _empty_track()
-        parts: list[MountTrack] = []
+        parts = [piece.track(t) for t, piece in self.pieces(block)]
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+    def pieces(self, block: SampleBlock) -> list[tuple[FloatArray, MountPieces]]:
+        """Process a block; compact estimates per run of samples without gap or mount change.
+
+        Returns (times of the run, estimates) pairs covering the block in order.
+        """
+        n = len(block)
+        out: list[tuple[FloatArray, MountPieces]] = []
         start = 0
+        max_step = GAP_SAMPLES / self.rate_hz
         while start < n:
-            if (
-                self._last_t is not None
-                and block.t[start] - self._last_t > GAP_SAMPLES / self.rate_hz
-            ):
+            if self._last_t is not None and block.t[start] - self._last_t > max_step:
                 self._restart_filters()
             stop = _first_gap(block.t, start, self.rate_hz)
-            part, change_at = self._segment(block.slice(start, stop))
-            if change_at is not None:
-                part = _cut(part, change_at + 1)
-                stop = start + change_at + 1
+            gyr = None if block.gyr is None else block.gyr[start:stop]
+            piece = self._segment(block.t[start:stop], block.acc[start:stop], gyr)
+            if piece.change_at is not None:
+                stop = start + piece.change_at + 1
+                piece = _cut(piece, piece.change_at + 1)
                 self._restart_after_change()
-            parts.append(part)
+            out.append((block.t[start:stop], piece))
             self._last_t = float(block.t[stop - 1])
             start = stop
-        return _concat(parts)
+        return out
 
     def _restart_after_change(self) -> None:
         self._slow = _Slow()
@@ -286,108 +395,155 @@ class MountCalibrator:
         self._restart_filters()
 
     # ----------------------------------------------------------------------------------------
-    def _segment(self, block: SampleBlock) -> tuple[MountTrack, int | None]:
-        """Gap-free samples: per-sample estimates, and the index of a mount change if any.
+    def _segment(self, t: FloatArray, acc: FloatArray, gyr: FloatArray | None) -> MountPieces:
+        """Gap-free samples: compact estimates, and the index of a mount change if any.
 
-        State is advanced through the whole segment; when a change is found the caller keeps
-        the samples up to it and restarts the calibration after it, then reprocesses the rest.
+        State is advanced through the whole segment, or up to the mount change when one is
+        found (the caller keeps the samples up to it and reprocesses the rest).
         """
         s, st = self.settings, self._slow
-        n = len(block)
-        acc = block.acc
-        # --- signal filters (restarted at gaps): low-pass then high-pass (band) -------------
+        n = t.shape[0]
+        # --- signal filters (restarted at gaps): low-pass, then high-pass (band), evidence ------
+        acc_low = np.array(acc.T, dtype=float, order="C")  # (3, n), filtered in place
         if self._zi_low is None:
-            self._zi_low = sosfilt_zi(self._sos_low)[:, :, None] * acc[0]
-        acc_low, zi_low = sosfilt(self._sos_low, acc, axis=0, zi=self._zi_low)
+            self._zi_low = acc_low[:, 0, None, None] * self._zi_unit_low
+        zi_low = self._zi_low.copy()
+        sos_filter_inplace(self._sos_low, acc_low, zi_low)
         if self._zi_high is None:
-            self._zi_high = sosfilt_zi(self._sos_high)[:, :, None] * acc_low[0]
-        acc_band, zi_high = sosfilt(self._sos_high, acc_low, axis=0, zi=self._zi_high)
-        acc_ev, zi_evidence = sosfilt(self._sos_evidence, acc_band, axis=0, zi=self._zi_evidence)
-        # --- quasi-static detection (for the standing reference) ----------------------------
-        band_sq = dot3(acc_band, acc_band)
-        gyr_sq = dot3(block.gyr, block.gyr) if block.gyr is not None else np.zeros(n)
-        activity = _ema(np.column_stack([band_sq, gyr_sq]), self._alpha_activity, self._activity)
-        static = (activity[:, 0] < s.static_acc**2) & (activity[:, 1] < s.static_gyro**2)
-        moving = activity[:, 0] > s.moving_rms**2
-        # --- gravity means (slow and fast), bias-corrected --------------------------------
-        ones = np.ones((n, 1))
-        g_slow = _ema(
-            np.hstack([acc, ones]), self._alpha_gravity, np.append(st.gravity, st.gravity_w)
-        )
-        g_fast = _ema(np.hstack([acc, ones]), self._alpha_fast, np.append(st.fast, st.fast_w))
-        slow_dir = _normalize(g_slow[:, :3])
-        fast_dir = _normalize(g_fast[:, :3])
-        # --- standing reference: the first quasi-static run of standing_s or more ----------
-        standing_dir, has_standing, run_len, run_sum, standing_open = self._standing(acc, static)
-        vertical = np.where(has_standing[:, None], standing_dir, slow_dir)
-        # --- slipped mount: fast gravity far from the vertical in use -----------------------
-        cos_change = np.cos(np.radians(s.change_deg))
-        established = st.samples + np.arange(1, n + 1) >= self._min_moving
-        changed = (dot3(fast_dir, vertical) < cos_change) & established
-        change_at = int(np.argmax(changed)) if changed.any() else None
-        # --- forward evidence: gait-signed coupling of horizontal and vertical jerk ----------
-        a_vert = dot3(acc_ev, vertical)
-        a_horiz = acc_ev - a_vert[:, None] * vertical
+            self._zi_high = acc_low[:, 0, None, None] * self._zi_unit_high
+        acc_band = acc_low.copy()
+        zi_high = self._zi_high.copy()
+        sos_filter_inplace(self._sos_high, acc_band, zi_high)
+        acc_ev = acc_band.copy()
+        zi_evidence = self._zi_evidence.copy()
+        sos_filter_inplace(self._sos_evidence, acc_ev, zi_evidence)
+        # --- activity (quasi-static and moving detection) ----------------------------------------
+        activity = np.empty((2, n))
+        activity[0] = _column_sum(acc_band * acc_band)
+        if gyr is None:
+            activity[1] = 0.0
+        else:
+            gyr_t = gyr.T
+            activity[1] = _column_sum(gyr_t * gyr_t)
+        zi_activity = self._zi_activity.copy()
+        sos_filter_inplace(self._sos_activity, activity, zi_activity)
+        moving = activity[0] > s.moving_rms**2
+        moving_count = np.cumsum(moving)
+        moving_count += st.moving_samples
+        # --- gravity means (slow and fast), bias-corrected by the 4th channel (weight) ----------
+        g_slow = np.empty((4, n))
+        g_slow[:3] = acc.T
+        g_slow[3] = 1.0
+        g_fast = g_slow.copy()
+        zi_gravity, zi_fast = st.zi_gravity.copy(), st.zi_fast.copy()
+        sos_filter_inplace(self._sos_gravity, g_slow, zi_gravity)
+        sos_filter_inplace(self._sos_fast, g_fast, zi_fast)
+        # --- standing reference: the first quasi-static run of standing_s or more --------------
+        static = (activity[0] < s.static_acc**2) & (activity[1] < s.static_gyro**2)
+        run_len, run_sum = self._static_runs(acc, static)
+        # --- grid samples: new vertical, slipped-mount check --------------------------------
+        first = (-st.samples) % self._grid
+        grid = np.arange(first, n, self._grid)
+        m = grid.shape[0]
+        vertical = np.empty((m + 1, 3))
+        vertical[0] = st.vertical
+        standing = np.empty((m + 1, 3))
+        has_standing = np.empty(m + 1, bool)
+        has_standing[0] = st.standing is not None
+        standing_open = st.standing_open
+        change_at: int | None = None
+        if m:
+            slow_dir = _normalize(g_slow[:3, grid].T)
+            standing_ref, has_standing[1:], open_at = self._standing_at(
+                grid, run_len, run_sum, st.standing, st.standing_open
+            )
+            standing[1:] = standing_ref
+            vertical[1:] = np.where(has_standing[1:, None], standing_ref, slow_dir)
+            fast_dir = _normalize(g_fast[:3, grid].T)
+            established = st.samples + grid + 1 >= self._min_moving
+            changed = (dot3(fast_dir, vertical[1:]) < self._cos_change) & established
+            if changed.any():
+                k = int(np.argmax(changed))
+                change_at = int(grid[k])
+                m = k + 1
+                grid, vertical, has_standing = grid[:m], vertical[: m + 1], has_standing[: m + 1]
+                standing, open_at = standing[: m + 1], open_at[:m]
+            standing_open = bool(open_at[-1]) if m else standing_open
+        stop = n if change_at is None else change_at + 1
+        # per-sample group: 0 = the carried estimate, k = the k-th grid sample's estimate
+        group = np.searchsorted(grid, np.arange(stop), side="right")
+        vert = vertical[group].T  # (3, stop)
+        # --- running (flight phase) and forward evidence --------------------------------------
+        acc_ev = acc_ev[:, :stop]
+        sf_vert = _column_sum(acc_low[:, :stop] * vert) * (1.0 / STANDARD_GRAVITY)
+        flight_t = np.where(sf_vert < s.flight_g, t[:stop], -np.inf)
+        flight_t[0] = max(flight_t[0], self._last_flight_t)
+        last_flight = np.maximum.accumulate(flight_t)
+        running = t[:stop] - last_flight <= s.flight_memory_s
+        a_vert = _column_sum(acc_ev * vert)
         previous = a_vert[0] if self._prev_vertical_acc is None else self._prev_vertical_acc
-        jerk = np.diff(a_vert, prepend=previous) * self.rate_hz
-        sf_vert = dot3(acc_low, vertical) / STANDARD_GRAVITY
-        flight_t = np.where(sf_vert < s.flight_g, block.t, -np.inf)
-        last_flight = np.maximum.accumulate(np.maximum(flight_t, self._last_flight_t))
-        running = block.t - last_flight <= self._flight_memory
-        gait_sign = np.where(running, -1.0, 1.0) * moving
-        evidence = a_horiz * (gait_sign * jerk)[:, None]
-        scale = norm3(a_horiz) * np.abs(jerk) * moving
-        fwd = _ema(
-            np.column_stack([evidence, scale]),
-            self._alpha_forward,
-            np.append(st.forward, st.forward_norm),
-        )
-        moving_count = st.moving_samples + np.cumsum(moving)
-        # --- assemble per-sample rotations ---------------------------------------------------
-        fwd_vec = fwd[:, :3] - dot3(fwd[:, :3], vertical)[:, None] * vertical
-        fwd_norm = norm3(fwd_vec)
-        confidence = np.where(
-            fwd[:, 3] > 0.0, fwd_norm / np.where(fwd[:, 3] > 0, fwd[:, 3], 1.0), 0.0
-        )
-        calibrated = (moving_count >= self._min_moving) & (confidence >= s.min_coherence)
-        rotation = _rotation(fwd_vec, vertical, calibrated)
-        # --- carry state ---------------------------------------------------------------------
-        last = n - 1 if change_at is None else change_at
-        self._zi_low, self._zi_high, self._zi_evidence = zi_low, zi_high, zi_evidence
-        self._activity = activity[last]
-        st.gravity, st.gravity_w = g_slow[last, :3], float(g_slow[last, 3])
-        st.fast, st.fast_w = g_fast[last, :3], float(g_fast[last, 3])
-        st.forward, st.forward_norm = fwd[last, :3], float(fwd[last, 3])
-        st.moving_samples = int(moving_count[last])
-        st.samples += last + 1
-        st.static_run, st.static_sum = int(run_len[last]), run_sum[last]
-        st.standing_open = bool(standing_open[last])
-        if has_standing[last]:
-            st.standing = standing_dir[last]
-        self._prev_vertical_acc = float(a_vert[last])
-        self._last_flight_t = float(last_flight[last])
-        track = MountTrack(
-            t=block.t,
+        jerk = np.empty(stop)
+        jerk[0] = a_vert[0] - previous
+        np.subtract(a_vert[1:], a_vert[:-1], out=jerk[1:])
+        jerk *= self.rate_hz
+        a_horiz = acc_ev - a_vert * vert
+        moving_s = moving[:stop]
+        gait_sign = np.where(running, -1.0, 1.0) * moving_s
+        forward = np.empty((4, stop))
+        forward[:3] = a_horiz * (gait_sign * jerk)
+        forward[3] = np.sqrt(_column_sum(a_horiz * a_horiz)) * np.abs(jerk) * moving_s
+        zi_forward = st.zi_forward.copy()
+        sos_filter_inplace(self._sos_forward, forward, zi_forward)
+        # --- estimates at the grid samples ------------------------------------------------------
+        rotation = np.empty((m + 1, 3, 3))
+        rotation[0] = st.rotation
+        confidence = np.empty(m + 1)
+        confidence[0] = st.confidence
+        calibrated = np.empty(m + 1, bool)
+        calibrated[0] = st.calibrated
+        if m:
+            v = vertical[1:]
+            fwd = forward[:3, grid].T
+            fwd_vec = fwd - dot3(fwd, v)[:, None] * v
+            fwd_norm = norm3(fwd_vec)
+            scale = forward[3, grid]
+            confidence[1:] = np.where(scale > 0.0, fwd_norm / np.where(scale > 0, scale, 1.0), 0.0)
+            calibrated[1:] = (moving_count[grid] >= self._min_moving) & (
+                confidence[1:] >= s.min_coherence
+            )
+            rotation[1:] = _rotation(fwd_vec, v, calibrated[1:])
+        # --- carry state ----------------------------------------------------------------------
+        if change_at is None:
+            self._zi_low, self._zi_high, self._zi_evidence = zi_low, zi_high, zi_evidence
+            self._zi_activity = zi_activity
+            st.zi_gravity, st.zi_fast, st.zi_forward = zi_gravity, zi_fast, zi_forward
+            st.moving_samples = int(moving_count[-1])
+            st.samples += n
+            st.static_run, st.static_sum = int(run_len[-1]), run_sum[-1]
+            st.standing_open = standing_open
+            if has_standing[-1]:
+                st.standing = standing[-1]
+            st.vertical, st.rotation = vertical[-1], rotation[-1]
+            st.confidence, st.calibrated = float(confidence[-1]), bool(calibrated[-1])
+            self._prev_vertical_acc = float(a_vert[-1])
+            self._last_flight_t = float(last_flight[-1])
+        return MountPieces(
+            group=group,
             rotation=rotation,
+            vertical=vertical,
             confidence=confidence,
             calibrated=calibrated,
-            changed=np.arange(n) == (change_at if change_at is not None else -1),
             standing_reference=has_standing,
             running=running,
-            vertical=vertical,
+            change_at=change_at,
         )
-        return track, change_at
 
-    def _standing(
-        self, acc: FloatArray, static: BoolArray
-    ) -> tuple[FloatArray, BoolArray, NDArray[np.int64], FloatArray, BoolArray]:
-        """Per sample: standing vertical, whether it is set, static run length and sum, open.
-
-        The first quasi-static run that lasts ``standing_s`` becomes the standing reference; it
-        is refined while that run lasts, then frozen until the mount changes.
-        """
+    def _static_runs(self, acc: FloatArray, static: BoolArray) -> tuple[IntArray, FloatArray]:
+        """Per sample: length and sum of the quasi-static run it ends (0 when not static)."""
         st = self._slow
         n = acc.shape[0]
+        if not static.any():
+            return np.zeros(n, np.intp), np.zeros((n, 3))
         idx = np.arange(n)
         last_break = np.maximum.accumulate(np.where(~static, idx, -1))
         fresh = last_break >= 0
@@ -400,28 +556,46 @@ class MountCalibrator:
             seed = st.static_sum if k == 0 else np.zeros(3)
             run_sum[piece] = np.cumsum(np.vstack([seed, increments[piece]]), axis=0)[1:]
         run_sum[~static] = 0.0
-        closed = np.zeros(n, bool)
-        if st.standing is not None and not st.standing_open:
-            return np.broadcast_to(st.standing, (n, 3)), ~closed, run_len, run_sum, closed
-        if st.standing_open:
+        return run_len, run_sum
+
+    def _standing_at(
+        self,
+        grid: IntArray,
+        run_len: IntArray,
+        run_sum: FloatArray,
+        standing: FloatArray | None,
+        standing_open: bool,
+    ) -> tuple[FloatArray, BoolArray, BoolArray]:
+        """At the grid samples: standing vertical, whether it is set, whether its run is open.
+
+        The first quasi-static run that lasts ``standing_s`` (seen at a grid sample) becomes the
+        standing reference; it is refined while that run lasts, then frozen until the mount
+        changes.
+        """
+        m = grid.shape[0]
+        if standing is not None and not standing_open:
+            return np.broadcast_to(standing, (m, 3)), np.ones(m, bool), np.zeros(m, bool)
+        lengths = run_len[grid]
+        if standing_open:
             first = 0
         else:
-            hit = np.flatnonzero(run_len >= self._standing_n)
+            hit = np.flatnonzero(lengths >= self._standing_n)
             if hit.size == 0:
-                return np.zeros((n, 3)), closed, run_len, run_sum, closed
+                return np.zeros((m, 3)), np.zeros(m, bool), np.zeros(m, bool)
             first = int(hit[0])
-        breaks = np.flatnonzero(~static[first:])
-        end = first + int(breaks[0]) if breaks.size else n
-        open_ = (idx >= first) & (idx < end)
-        direction = _normalize(run_sum)
-        source = np.maximum.accumulate(np.where(open_, idx, -1))
-        if st.standing is not None:
-            prior = np.broadcast_to(st.standing, (n, 3))
-            standing_dir = np.where(source[:, None] >= 0, direction[np.maximum(source, 0)], prior)
-            return standing_dir, ~closed, run_len, run_sum, open_
+        k = np.arange(m)
+        # the run goes on from one grid sample to the next iff it grew by the grid spacing
+        goes_on = lengths >= self._grid
+        goes_on[first] |= not standing_open
+        breaks = np.flatnonzero(~goes_on[first:])
+        end = first + int(breaks[0]) if breaks.size else m
+        open_ = (k >= first) & (k < end)
+        direction = _normalize(run_sum[grid])
+        source = np.maximum.accumulate(np.where(open_, k, -1))
         has = source >= 0
-        standing_dir = np.where(has[:, None], direction[np.maximum(source, 0)], 0.0)
-        return standing_dir, has, run_len, run_sum, open_
+        prior = np.zeros(3) if standing is None else standing
+        out = np.where(has[:, None], direction[np.maximum(source, 0)], prior)
+        return out, has | (standing is not None), open_
 
 
 def _rotation(forward: FloatArray, vertical: FloatArray, calibrated: BoolArray) -> FloatArray:
@@ -439,13 +613,20 @@ def _first_gap(t: FloatArray, start: int, rate_hz: float) -> int:
     return start + int(jumps[0]) + 1 if jumps.size else t.shape[0]
 
 
-def _cut(track: MountTrack, stop: int) -> MountTrack:
-    return MountTrack(*(getattr(track, name)[:stop] for name in MountTrack.__slots__))
+def _cut(piece: MountPieces, stop: int) -> MountPieces:
+    return MountPieces(
+        group=piece.group[:stop],
+        rotation=piece.rotation,
+        vertical=piece.vertical,
+        confidence=piece.confidence,
+        calibrated=piece.calibrated,
+        standing_reference=piece.standing_reference,
+        running=piece.running[:stop],
+        change_at=piece.change_at,
+    )
 
 
 def _concat(parts: list[MountTrack]) -> MountTrack:
-    if len(parts) == 1:
-        return parts[0]
     return MountTrack(
         *(np.concatenate([getattr(p, name) for p in parts]) for name in MountTrack.__slots__)
     )

@@ -15,6 +15,16 @@ Pipeline per sample (design.md section 3):
 4. ``R_rel = Rz(-heading) · R_sensor→earth · M^T`` decomposed as Cardan Z-X'-Y'' (Baker 2001):
    ``R_rel = Rz(rotation) · Rx(-obliquity) · Ry(tilt)``: obliquity > 0 when the RIGHT side is
    higher, rotation > 0 when turned LEFT, tilt > 0 anterior.
+5. Turning. The heading filter lags the direction of travel by ~2 s, so during and just after a
+   turn the rotation angle carries the turn itself (up to ~140° in a U-turn). The wearer is
+   ``turning`` while the yaw rate, low-passed at ``TURN_HZ`` (below the stride frequency, which
+   removes the pelvis's own rotation oscillation), exceeds ``TURN_RATE_DEG_S`` (a 90° corner in
+   under ~4 s; a 400-m track bend at 6 m/s stays below it), or while that low-passed yaw is more
+   than ``TURN_OFFSET_DEG`` away from the heading (the heading still catching up after the turn),
+   and for ``TURN_HOLD_S`` afterwards. Rotation is invalid (NaN) while turning, and so is
+   ``valid`` (per-stance metrics); obliquity and tilt are not: with the Z-X'-Y'' sequence they are
+   taken from the z row of ``R_rel``, which ``Rz(-heading)`` leaves unchanged, so they do not
+   depend on the heading at all (``obliquity_valid``).
 
 Zero of the angles: tilt and obliquity are zero in the standing posture when the wearer stood
 still for ``MountSettings.standing_s`` (first such period); otherwise zero is the mean posture
@@ -26,8 +36,10 @@ vertical of the mount calibration) integrated once / twice through 2nd / 4th-ord
 high-pass filters (``vertical_hp_hz``), for vertical oscillation.
 
 Pure streaming: all filters carry their state across blocks (chunking invariant, bit-identical),
-memory O(1). A data gap (time jump) restarts VQF (keeping its gyro bias estimate), the heading
-and the vertical filters; the angles are invalid until the heading has run for half of
+memory O(1). The per-block work is a fixed number of vectorised numpy operations and compiled
+filter calls (see :func:`coach.stream.mount.sos_filter_inplace`), so a live block of a few samples
+costs a fraction of a millisecond. A data gap (time jump) restarts VQF (keeping its gyro bias
+estimate), the heading and the vertical filters; the angles are invalid until the heading has run for half of
 ``DetectionConfig.calibration_s`` (also after the first mount calibration). On rbds001 the first
 valid sample is at ~6 s (4 s of moving data for the mount, 2 s for the heading).
 """
@@ -39,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import bilinear_zpk, butter, sosfilt, sosfilt_zi, zpk2sos
+from scipy.signal import bilinear_zpk, butter, sosfilt_zi, zpk2sos
 from vqf import VQF
 
 from coach.config import DetectionConfig
@@ -47,9 +59,10 @@ from coach.stream.mount import (
     GAP_SAMPLES,
     STANDARD_GRAVITY,
     MountCalibrator,
-    MountTrack,
+    MountPieces,
     dot3,
     norm3,
+    sos_filter_inplace,
 )
 from coach.types import FloatArray, SampleBlock
 
@@ -57,6 +70,11 @@ BoolArray = NDArray[np.bool_]
 
 HEADING_HZ = 0.1  # cut-off of the heading low-pass, Hz (stride frequency ≥ 0.7 Hz)
 VERTICAL_HP_HZ = 0.3  # high-pass of the vertical integration, Hz (step frequency ≥ 1.4 Hz)
+TURN_HZ = 0.4  # low-pass of yaw and yaw rate for turn detection, Hz (below stride frequency)
+TURN_RATE_DEG_S = 20.0  # low-passed yaw rate above which the wearer is turning, °/s
+TURN_OFFSET_DEG = 20.0  # low-passed yaw this far from the heading: heading still catching up, °
+TURN_HOLD_S = 0.5  # turning lasts this long after the conditions clear, s
+_TWO_PI = 2.0 * np.pi
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +83,17 @@ class PelvisAngles:
 
     Attributes:
         t: session time, s.
-        obliquity_deg: > 0 when the right side of the pelvis is higher, degrees (NaN if invalid).
-        rotation_deg: > 0 when turned to the left of the direction of travel, degrees (NaN if
-            invalid).
-        tilt_deg: > 0 anterior, degrees (NaN if invalid).
-        valid: angles usable: gyroscope present, mount calibrated, heading settled, no recent gap.
+        obliquity_deg: > 0 when the right side of the pelvis is higher, degrees (NaN where not
+            ``obliquity_valid``).
+        rotation_deg: > 0 when turned to the left of the direction of travel, degrees (NaN
+            where not ``valid``).
+        tilt_deg: > 0 anterior, degrees (NaN where not ``obliquity_valid``).
+        valid: all three angles usable (per-stance drop and rotation): obliquity_valid and not
+            turning.
+        obliquity_valid: obliquity and tilt usable: gyroscope present, mount calibrated, heading
+            settled, no recent gap (independent of the heading, so also while turning).
+        turning: the wearer is turning (or the heading is still catching up after a turn);
+            rotation is then invalid.
         vertical_velocity_mps: high-pass integrated vertical velocity, m/s (up positive).
         vertical_position_m: high-pass double-integrated vertical position, m (up positive).
         mount_changed: a slipped mount was detected at this sample (calibration restarts).
@@ -81,6 +105,8 @@ class PelvisAngles:
     rotation_deg: FloatArray
     tilt_deg: FloatArray
     valid: BoolArray
+    obliquity_valid: BoolArray
+    turning: BoolArray
     vertical_velocity_mps: FloatArray
     vertical_position_m: FloatArray
     mount_changed: BoolArray
@@ -88,15 +114,23 @@ class PelvisAngles:
 
 def quaternion_to_matrix(q: FloatArray) -> FloatArray:
     """Rotation matrices (n, 3, 3) from unit quaternions (n, 4) in [w, x, y, z] order."""
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=1,
-    )
+    return np.moveaxis(_matrices(np.ascontiguousarray(q.T)), -1, 0)
+
+
+def _matrices(q: FloatArray) -> FloatArray:
+    """Rotation matrices (3, 3, n) from unit quaternions (4, n) [w, x, y, z], in a fixed order.
+
+    ``R = (2w² - 1) I + 2 u uᵀ + 2 w [u]×`` with ``u = (x, y, z)``.
+    """
+    n = q.shape[1]
+    products = q[:, None, :] * q[None, :, :]  # (4, 4, n)
+    r = 2.0 * products[1:, 1:]
+    flat = r.reshape(9, n)
+    flat[0::4] += 2.0 * products[0, 0] - 1.0
+    w_u = 2.0 * products[0, 1:]  # 2w·(x, y, z)
+    flat[[1, 5, 6]] -= w_u[[2, 0, 1]]  # R01 -= 2wz, R12 -= 2wx, R20 -= 2wy
+    flat[[3, 7, 2]] += w_u[[2, 0, 1]]  # R10 += 2wz, R21 += 2wx, R02 += 2wy
+    return r
 
 
 def cardan_zxy_deg(rel: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -121,6 +155,12 @@ def _integrating_highpass(
     return sos
 
 
+def _wrap(angle: FloatArray) -> FloatArray:
+    """Angles wrapped to [-π, π), rad."""
+    out: FloatArray = np.remainder(angle + np.pi, _TWO_PI) - np.pi
+    return out
+
+
 class PelvisTracker:
     """Streaming pelvic angles (and vertical motion) from a pelvis IMU in any mount orientation.
 
@@ -137,9 +177,14 @@ class PelvisTracker:
         self.rate_hz = float(rate_hz)
         self.config = config or DetectionConfig()
         self._sos_heading = butter(2, HEADING_HZ, "lowpass", fs=self.rate_hz, output="sos")
+        self._sos_turn = butter(2, TURN_HZ, "lowpass", fs=self.rate_hz, output="sos")
+        self._zi_unit_heading = sosfilt_zi(self._sos_heading)
+        self._zi_unit_turn = sosfilt_zi(self._sos_turn)
         self._sos_velocity = _integrating_highpass(2, 1, VERTICAL_HP_HZ, self.rate_hz)
         self._sos_position = _integrating_highpass(4, 2, VERTICAL_HP_HZ, self.rate_hz)
         self._settle_n = round(0.5 * self.config.calibration_s * self.rate_hz)
+        self._turn_rate = np.radians(TURN_RATE_DEG_S)
+        self._turn_offset = np.radians(TURN_OFFSET_DEG)
         self._mount = MountCalibrator(self.rate_hz, self.config)
         self._vqf = VQF(1.0 / self.rate_hz)
         self.reset()
@@ -154,38 +199,37 @@ class PelvisTracker:
 
     def _restart_segment(self) -> None:
         """After a gap: restart heading and vertical filters (slow calibration is kept)."""
-        self._heading_zi: FloatArray | None = None
+        self._restart_heading()
+        self._last_turn_t = -np.inf
+        self._zi_velocity = np.zeros((1, self._sos_velocity.shape[0], 2))
+        self._zi_position = np.zeros((1, self._sos_position.shape[0], 2))
+
+    def _restart_heading(self) -> None:
+        self._zi_heading: FloatArray | None = None  # (1, sections, 2)
+        self._zi_turn = np.zeros((2, self._sos_turn.shape[0], 2))  # low-passed yaw, yaw rate
         self._yaw_raw = 0.0
         self._yaw_unwrapped = 0.0
         self._heading_age = 0
-        self._zi_velocity = np.zeros((self._sos_velocity.shape[0], 2))
-        self._zi_position = np.zeros((self._sos_position.shape[0], 2))
 
     def update(self, block: SampleBlock) -> PelvisAngles:
         """Process a block; per-sample angles and vertical motion for its samples."""
-        mount = self._mount.track(block)
-        n = len(block)
         parts: list[PelvisAngles] = []
         start = 0
-        while start < n:
-            gap = self._last_t is not None and (
-                block.t[start] - self._last_t > GAP_SAMPLES / self.rate_hz
-            )
-            if gap:
+        max_step = GAP_SAMPLES / self.rate_hz
+        for t, piece in self._mount.pieces(block):
+            stop = start + t.shape[0]
+            if self._last_t is not None and t[0] - self._last_t > max_step:
                 self._restart_segment()
                 self._restart_vqf()
-            jumps = np.flatnonzero(np.diff(block.t[start:]) > GAP_SAMPLES / self.rate_hz)
-            stop = start + int(jumps[0]) + 1 if jumps.size else n
-            parts.append(self._segment(block.slice(start, stop), _slice_track(mount, start, stop)))
-            self._last_t = float(block.t[stop - 1])
+            gyr = None if block.gyr is None else block.gyr[start:stop]
+            parts.append(self._segment(t, block.acc[start:stop], gyr, piece))
+            self._last_t = float(t[-1])
             start = stop
-        if not parts:
-            empty = np.zeros(0)
-            return PelvisAngles(
-                empty, empty, empty, empty, np.zeros(0, bool), empty, empty, np.zeros(0, bool)
-            )
         if len(parts) == 1:
             return parts[0]
+        if not parts:
+            empty, none = np.zeros(0), np.zeros(0, bool)
+            return PelvisAngles(empty, empty, empty, empty, none, none, none, empty, empty, none)
         return PelvisAngles(
             *(np.concatenate([getattr(p, name) for p in parts]) for name in PelvisAngles.__slots__)
         )
@@ -197,95 +241,129 @@ class PelvisTracker:
         self._vqf.resetState()
         self._vqf.setBiasEstimate(np.ascontiguousarray(bias, dtype=float), float(sigma))
 
-    def _segment(self, block: SampleBlock, mount: MountTrack) -> PelvisAngles:
-        n = len(block)
-        if block.gyr is None:
-            up = mount.vertical
-            vertical_acc = dot3(block.acc, up) - np.where(norm3(up) > 0, STANDARD_GRAVITY, 0.0)
-            nan = np.full(n, np.nan)
+    def _segment(
+        self, t: FloatArray, acc: FloatArray, gyr: FloatArray | None, mount: MountPieces
+    ) -> PelvisAngles:
+        n = t.shape[0]
+        changed = np.zeros(n, bool)
+        if mount.change_at is not None:
+            changed[mount.change_at] = True
+        if gyr is None:
+            up = mount.vertical[mount.group]
+            vertical_acc = dot3(acc, up) - np.where(norm3(up) > 0, STANDARD_GRAVITY, 0.0)
             velocity, position = self._vertical(vertical_acc)
+            nan, none = np.full(n, np.nan), np.zeros(n, bool)
             return PelvisAngles(
-                block.t,
-                nan,
-                nan.copy(),
-                nan.copy(),
-                np.zeros(n, bool),
-                velocity,
-                position,
-                mount.changed,
+                t, nan, nan.copy(), nan.copy(), none, none, none, velocity, position, changed
             )
-        out = self._vqf.updateBatch(
-            np.ascontiguousarray(block.gyr, dtype=float),
-            np.ascontiguousarray(block.acc, dtype=float),
-        )
+        quat = self._vqf.updateBatch(
+            np.ascontiguousarray(gyr, dtype=float), np.ascontiguousarray(acc, dtype=float)
+        )["quat6D"]
         self._vqf_started = True
-        sensor_to_earth = quaternion_to_matrix(out["quat6D"])
-        vertical_acc = dot3(sensor_to_earth[:, 2, :], block.acc) - STANDARD_GRAVITY
+        sensor_to_earth = _matrices(quat.T)  # (3, 3, n)
+        vertical_acc = (
+            sensor_to_earth[2, 0] * acc[:, 0]
+            + sensor_to_earth[2, 1] * acc[:, 1]
+            + sensor_to_earth[2, 2] * acc[:, 2]
+        ) - STANDARD_GRAVITY
         velocity, position = self._vertical(vertical_acc)
-        body_to_earth = _matmul(sensor_to_earth, np.transpose(mount.rotation, (0, 2, 1)))
-        yaw = np.arctan2(body_to_earth[:, 1, 0], body_to_earth[:, 0, 0])
-        heading, settled = self._heading(yaw, mount.calibrated)
-        c, s = np.cos(heading), np.sin(heading)
-        unheading = np.zeros((n, 3, 3))
-        unheading[:, 0, 0], unheading[:, 0, 1] = c, s
-        unheading[:, 1, 0], unheading[:, 1, 1] = -s, c
-        unheading[:, 2, 2] = 1.0
-        obliquity, rotation, tilt = cardan_zxy_deg(_matmul(unheading, body_to_earth))
-        valid = mount.calibrated & settled
-        obliquity[~valid] = np.nan
-        rotation[~valid] = np.nan
-        tilt[~valid] = np.nan
+        # body→earth = sensor→earth · Mᵀ, with M per sample (held between mount updates)
+        group = mount.group
+        if group[0] == group[-1]:
+            m = mount.rotation[group[0]][:, :, None]  # (3, 3, 1)
+        else:
+            m = mount.rotation[group].transpose(1, 2, 0)  # (3, 3, n)
+        r = sensor_to_earth
+        b2e = (
+            r[:, None, 0] * m[None, :, 0]
+            + r[:, None, 1] * m[None, :, 1]
+            + r[:, None, 2] * m[None, :, 2]
+        )
+        yaw = np.arctan2(b2e[1, 0], b2e[0, 0])
+        calibrated = mount.calibrated[group]
+        heading, settled, turning = self._heading(t, yaw, calibrated)
+        obliquity_valid = calibrated & settled
+        valid = obliquity_valid & ~turning
+        obliquity = -np.degrees(np.arcsin(np.clip(b2e[2, 1], -1.0, 1.0)))
+        rotation = np.degrees(_wrap(np.arctan2(-b2e[0, 1], b2e[1, 1]) - heading))
+        tilt = np.degrees(np.arctan2(-b2e[2, 0], b2e[2, 2]))
+        if not valid.all():
+            obliquity[~obliquity_valid] = np.nan
+            tilt[~obliquity_valid] = np.nan
+            rotation[~valid] = np.nan
         return PelvisAngles(
-            block.t, obliquity, rotation, tilt, valid, velocity, position, mount.changed
+            t,
+            obliquity,
+            rotation,
+            tilt,
+            valid,
+            obliquity_valid,
+            turning,
+            velocity,
+            position,
+            changed,
         )
 
     def _vertical(self, vertical_acc: FloatArray) -> tuple[FloatArray, FloatArray]:
-        velocity, self._zi_velocity = sosfilt(
-            self._sos_velocity, vertical_acc, zi=self._zi_velocity
-        )
-        position, self._zi_position = sosfilt(
-            self._sos_position, vertical_acc, zi=self._zi_position
-        )
-        return velocity, position
+        velocity = np.array(vertical_acc[None, :], dtype=float, order="C")
+        position = velocity.copy()
+        sos_filter_inplace(self._sos_velocity, velocity, self._zi_velocity)
+        sos_filter_inplace(self._sos_position, position, self._zi_position)
+        return velocity[0], position[0]
 
-    def _heading(self, yaw: FloatArray, calibrated: BoolArray) -> tuple[FloatArray, BoolArray]:
-        """Low-passed unwrapped yaw over runs of calibrated samples; and 'settled' flags."""
+    def _heading(
+        self, t: FloatArray, yaw: FloatArray, calibrated: BoolArray
+    ) -> tuple[FloatArray, BoolArray, BoolArray]:
+        """Per sample: heading (rad), settled, turning; over runs of calibrated samples."""
         n = yaw.shape[0]
+        if calibrated.all():
+            bounds = [0, n]
+        elif not calibrated.any():
+            self._restart_heading()
+            return np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+        else:
+            edges = np.flatnonzero(calibrated[1:] != calibrated[:-1]) + 1
+            bounds = [0, *edges.tolist(), n]
         heading = np.zeros(n)
         settled = np.zeros(n, bool)
-        edges = np.flatnonzero(np.diff(calibrated.astype(np.int8))) + 1
-        bounds = [0, *edges.tolist(), n]
+        turn_t = np.full(n, -np.inf)
         for a, b in itertools.pairwise(bounds):
             if not calibrated[a]:
-                self._heading_zi = None
-                self._heading_age = 0
+                self._restart_heading()
                 continue
-            if self._heading_zi is None:
-                self._yaw_raw = self._yaw_unwrapped = float(yaw[a])
-            step = np.angle(np.exp(1j * np.diff(yaw[a:b], prepend=self._yaw_raw)))
-            # cumulative sum seeded with the carried value: same additions whatever the blocks
-            unwrapped = np.cumsum(np.concatenate([[self._yaw_unwrapped], step]))[1:]
-            if self._heading_zi is None:
-                self._heading_zi = sosfilt_zi(self._sos_heading) * unwrapped[0]
-            heading[a:b], self._heading_zi = sosfilt(
-                self._sos_heading, unwrapped, zi=self._heading_zi
-            )
-            settled[a:b] = self._heading_age + np.arange(1, b - a + 1) >= self._settle_n
-            self._heading_age += b - a
-            self._yaw_raw = float(yaw[b - 1])
-            self._yaw_unwrapped = float(unwrapped[-1])
-        return heading, settled
+            heading[a:b], settled[a:b], turn_t[a:b] = self._heading_run(t[a:b], yaw[a:b])
+        turn_t[0] = max(turn_t[0], self._last_turn_t)
+        last_turn = np.maximum.accumulate(turn_t)
+        self._last_turn_t = float(last_turn[-1])
+        turning = (t - last_turn <= TURN_HOLD_S) & calibrated
+        return heading, settled, turning
 
-
-def _matmul(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Stacked 3×3 products summed in a fixed order (bit-reproducible whatever the stack size)."""
-    out: FloatArray = (
-        a[:, :, 0, None] * b[:, None, 0, :]
-        + a[:, :, 1, None] * b[:, None, 1, :]
-        + a[:, :, 2, None] * b[:, None, 2, :]
-    )
-    return out
-
-
-def _slice_track(track: MountTrack, start: int, stop: int) -> MountTrack:
-    return MountTrack(*(getattr(track, name)[start:stop] for name in MountTrack.__slots__))
+    def _heading_run(
+        self, t: FloatArray, yaw: FloatArray
+    ) -> tuple[FloatArray, BoolArray, FloatArray]:
+        """One run of calibrated samples: heading, settled, time where a turn condition holds."""
+        n = yaw.shape[0]
+        if self._zi_heading is None:
+            self._yaw_raw = self._yaw_unwrapped = float(yaw[0])
+            self._zi_heading = self._zi_unit_heading[None] * self._yaw_unwrapped
+            self._zi_turn[0] = self._zi_unit_turn * self._yaw_unwrapped
+        step = np.empty(n)
+        step[0] = yaw[0] - self._yaw_raw
+        np.subtract(yaw[1:], yaw[:-1], out=step[1:])
+        step = _wrap(step)
+        turn = np.empty((2, n))  # low-passed unwrapped yaw, low-passed yaw rate
+        np.multiply(step, self.rate_hz, out=turn[1])
+        # cumulative sum seeded with the carried value: same additions whatever the blocks
+        step[0] += self._yaw_unwrapped
+        np.cumsum(step, out=turn[0])
+        heading = turn[0][None].copy()
+        sos_filter_inplace(self._sos_heading, heading, self._zi_heading)
+        self._yaw_raw = float(yaw[-1])
+        self._yaw_unwrapped = float(turn[0, -1])
+        sos_filter_inplace(self._sos_turn, turn, self._zi_turn)
+        turn_now = (np.abs(turn[1]) > self._turn_rate) | (
+            np.abs(turn[0] - heading[0]) > self._turn_offset
+        )
+        settled = self._heading_age + np.arange(1, n + 1) >= self._settle_n
+        self._heading_age += n
+        return heading[0], settled, np.where(turn_now, t, -np.inf)

@@ -2,8 +2,9 @@
 
 The sagittal (mediolateral) axis is the dominant axis of angular velocity during gait: it is
 found as the principal component of the gyroscope over the last few strides (``window_s``),
-recomputed every ``update_every_s`` until the first decision and every ``refresh_every_s`` after
-it, at fixed sample counts (so the result never depends on how samples are split into blocks),
+recomputed every ``update_every_s`` until the first decision and while the axis or the swing
+amplitude is still changing (> 10 % or > 5° between recomputations, e.g. when the gait starts or
+the pace changes), and every ``refresh_every_s`` once settled, at fixed sample counts (so the result never depends on how samples are split into blocks),
 and refined slowly as the run goes on. Standing still or noise
 (no dominant axis) leaves the axis unchanged.
 
@@ -16,7 +17,8 @@ Aminian et al. 2002 and Salarian et al. 2004:
 * foot: the push-off plantar flexion just before toe-off is the largest excursion (Mariani et al.
   2010; Falbriard et al. 2018), in the direction opposite to the forward swing.
 
-Extremes are taken as the 1st/99th percentiles after a ~30 ms running median, so impact spikes
+Extremes are taken as the 1st/99th percentiles after a ~30 ms running median (3 samples of the
+window thinned to at most 100 Hz), so impact spikes
 of a few samples do not decide the sign. A later contrary verdict flips the sign only when it
 is clear and repeated. Until the first decision (about ``min_motion_s`` = 2 s of gait, i.e.
 about two strides) the output is NaN.
@@ -24,14 +26,17 @@ about two strides) the output is NaN.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from coach.types import FloatArray
 
 Segment = Literal["shank", "foot"]
+
+_COS_5_DEG = 0.9962  # an axis change above 5° (or amplitude change above 10 %) is a change
+_FAST_RECOMPUTATIONS = 4
 
 
 class SagittalAxisEstimator:
@@ -41,7 +46,8 @@ class SagittalAxisEstimator:
         rate_hz: sampling rate of the gyroscope, Hz.
         segment: ``"shank"`` or ``"foot"`` (fixes how the sign is read from the gait pattern).
         window_s: length of the recent history the axis is computed from, s.
-        update_every_s: how often the axis is recomputed before the first decision, s.
+        update_every_s: how often the axis is recomputed before the first decision and while
+            it is changing, s.
         refresh_every_s: how often it is recomputed once known, s (a mount moves slowly).
         min_motion_s: gait needed in the window before the first decision, s.
         min_rate_rad_s: RMS angular rate along the dominant axis below which the window is
@@ -56,7 +62,7 @@ class SagittalAxisEstimator:
         segment: Segment = "shank",
         window_s: float = 5.0,
         update_every_s: float = 0.5,
-        refresh_every_s: float = 2.0,
+        refresh_every_s: float = 4.0,
         min_motion_s: float = 2.0,
         min_rate_rad_s: float = 0.5,
         refine_gain: float = 0.2,
@@ -70,7 +76,9 @@ class SagittalAxisEstimator:
         self._min_samples = max(4, round(min_motion_s * rate_hz))
         self._min_var = min_rate_rad_s**2
         self._gain = refine_gain
-        self._median_width = max(1, round(0.03 * rate_hz)) | 1
+        # the statistics use at most 100 samples per second of the window (cheaper, same answer):
+        # there, a 3-sample running median spans the ~30 ms that an impact spike lasts
+        self._stride = max(1, math.ceil(rate_hz / 100.0))
         self._buffer = np.zeros((self._capacity, 3))
         self.reset()
 
@@ -81,6 +89,7 @@ class SagittalAxisEstimator:
         self._axis: FloatArray | None = None
         self._contrary = 0
         self._amplitude = 0.0
+        self._unsettled = 0  # fast recomputations still owed after a change
 
     @property
     def axis(self) -> FloatArray | None:
@@ -115,7 +124,8 @@ class SagittalAxisEstimator:
         amplitude = np.empty(n)
         start = 0
         while start < n:
-            every = self._every_first if self._axis is None else self._every_known
+            fast = self._axis is None or self._unsettled > 0
+            every = self._every_first if fast else self._every_known
             # next recomputation happens right after the sample that makes count % every == 0
             stop = min(n, start + every - (self._count % every))
             part = gyr[start:stop]
@@ -131,9 +141,14 @@ class SagittalAxisEstimator:
         return out, amplitude
 
     def _append(self, part: FloatArray) -> None:
-        idx = (self._count + np.arange(part.shape[0])) % self._capacity
-        self._buffer[idx] = part
-        self._count += part.shape[0]
+        pos = self._count % self._capacity
+        m = part.shape[0]
+        if pos + m <= self._capacity:
+            self._buffer[pos : pos + m] = part
+        else:
+            idx = (pos + np.arange(m)) % self._capacity
+            self._buffer[idx] = part
+        self._count += m
 
     def _window(self) -> FloatArray:
         if self._count < self._capacity:
@@ -144,7 +159,7 @@ class SagittalAxisEstimator:
     def _recompute(self) -> None:
         if self._count < self._min_samples:
             return
-        window = self._window()
+        window = self._window()[:: self._stride]
         centred = window - window.mean(axis=0)
         values, vectors = np.linalg.eigh(centred.T @ centred / len(window))
         if not np.all(np.isfinite(values)):
@@ -152,12 +167,13 @@ class SagittalAxisEstimator:
         if values[2] < self._min_var or values[2] < 1.4 * values[1]:
             return  # standing, or no dominant rotation axis: keep what we have
         candidate = vectors[:, 2]
+        previous_axis, previous_amplitude = self._axis, self._amplitude
         if self._axis is not None:
             if float(candidate @ self._axis) < 0:
                 candidate = -candidate
             refined = self._axis + self._gain * (candidate - self._axis)
             candidate = refined / np.linalg.norm(refined)
-        rate = median_filter(window @ candidate, size=self._median_width, mode="nearest")
+        rate = _median3(window @ candidate)
         k_low, k_high = round(0.01 * (len(rate) - 1)), round(0.99 * (len(rate) - 1))
         ordered = np.partition(rate, (k_low, k_high))
         low, high = float(ordered[k_low]), float(ordered[k_high])
@@ -179,3 +195,18 @@ class SagittalAxisEstimator:
         k = round(0.98 * (len(rate) - 1))
         signed = rate if float(candidate @ self._axis) > 0 else -rate
         self._amplitude = float(np.partition(signed, k)[k])
+        changed = (
+            previous_axis is None
+            or abs(float(previous_axis @ self._axis)) < _COS_5_DEG
+            or abs(self._amplitude - previous_amplitude) > 0.1 * previous_amplitude
+        )
+        self._unsettled = _FAST_RECOMPUTATIONS if changed else max(0, self._unsettled - 1)
+
+
+def _median3(x: FloatArray) -> FloatArray:
+    """Running median of 3 samples (edges repeat the nearest sample)."""
+    if x.size < 3:
+        return x.copy()
+    a, b, c = x[:-2], x[1:-1], x[2:]
+    inner = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return np.concatenate((x[:1], inner, x[-1:]))

@@ -140,7 +140,7 @@ class ShankContactDetector:
         self._capacity = math.ceil(self._max_stride_s * rate_hz) + CHUNK + 8
         self._t = np.zeros(self._capacity)
         self._w = np.zeros(self._capacity)
-        self._a = np.zeros(self._capacity)
+        self._a = np.zeros((self._capacity, 3))
         self.reset()
 
     def reset(self) -> None:
@@ -176,8 +176,6 @@ class ShankContactDetector:
             return []
         t = block.t
         omega, amplitude = self._axis.update_with_amplitude(block.gyr)
-        acc = block.acc
-        acc_norm = np.sqrt(acc[:, 0] * acc[:, 0] + acc[:, 1] * acc[:, 1] + acc[:, 2] * acc[:, 2])
         events: list[GaitEvent] = []
         if t[0] - self._last_t > self._gap_s and math.isfinite(self._last_t):
             self._restart()
@@ -192,7 +190,7 @@ class ShankContactDetector:
                     t[start:stop],
                     omega[start:stop],
                     amplitude[start:stop],
-                    acc_norm[start:stop],
+                    block.acc[start:stop],
                     events,
                 )
         self._last_t = float(t[-1])
@@ -217,6 +215,9 @@ class ShankContactDetector:
 
     def _history(self, buffer: FloatArray, start: int, stop: int) -> FloatArray:
         """Samples ``start:stop`` (absolute indices) of one history buffer."""
+        first = start % self._capacity
+        if first + (stop - start) <= self._capacity:
+            return buffer[first : first + (stop - start)]
         return buffer[np.arange(start, stop) % self._capacity]
 
     def _process(
@@ -234,7 +235,8 @@ class ShankContactDetector:
         seeking_max = self._seeking_max  # search state at the start of the chunk
         extrema = self._extrema(w, delta, base)
         previous = np.concatenate(([self._prev], w[:-1]))
-        rises = np.flatnonzero((previous < level) & (w >= level)).tolist()
+        crossing = (previous < level) & (w >= level)
+        rises = np.flatnonzero(crossing).tolist() if crossing.any() else []
         self._prev = float(w[-1])
         # state machine over the few decisions, in sample order (extremum before rise)
         ri = 0
@@ -269,12 +271,16 @@ class ShankContactDetector:
         while p < n:
             seg = w[p:]
             if self._seeking_max:
-                running = np.fmax(np.fmax.accumulate(seg), self._ext_val)
-                hits = np.flatnonzero(seg < running - delta[p:])
+                running = np.fmax.accumulate(seg)
+                np.fmax(running, self._ext_val, out=running)
+                beyond = seg < running - delta[p:]
             else:
-                running = np.fmin(np.fmin.accumulate(seg), self._ext_val)
-                hits = np.flatnonzero(seg > running + delta[p:])
-            stop = int(hits[0]) if hits.size else n - p
+                running = np.fmin.accumulate(seg)
+                np.fmin(running, self._ext_val, out=running)
+                beyond = seg > running + delta[p:]
+            first = int(beyond.argmax())
+            hit = bool(beyond[first])
+            stop = first if hit else n - p
             if stop > 0 and running[stop - 1] != self._ext_val:
                 # the running extremum moved within seg[:stop]: its first occurrence
                 head = seg[:stop]
@@ -283,7 +289,7 @@ class ShankContactDetector:
                 else:
                     j = int(np.flatnonzero(head == running[stop - 1])[0])
                 self._ext_val, self._ext_idx = float(head[j]), base + p + j
-            if not hits.size:
+            if not hit:
                 break
             confirm = p + stop
             out.append(_Extremum(self._ext_idx, self._ext_val, base + confirm, self._seeking_max))
@@ -308,7 +314,7 @@ class ShankContactDetector:
         return t_ext + shift / self.rate_hz, ext.value - 0.25 * (y0 - y2) * shift
 
     def _on_max(self, ext: _Extremum, swing_level: float) -> None:
-        t_peak, value = self._refined(ext)
+        t_peak, value = float(self._t[ext.index % self._capacity]), ext.value
         if value < swing_level:
             return
         if self._peaks and value < MIN_PEAK_FRACTION * sorted(self._peaks)[len(self._peaks) // 2]:
@@ -323,14 +329,16 @@ class ShankContactDetector:
     def _on_min(
         self, ext: _Extremum, now: float, amplitude: float, events: list[GaitEvent]
     ) -> None:
-        t_min, value = self._refined(ext)
+        t_min, value = float(self._t[ext.index % self._capacity]), ext.value
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
             elif value < self._swing_val - 0.5 * amplitude and t_min >= self._rise_t + MIN_SWING_S:
                 self._awaiting_ic = False
                 self._peaks = [*self._peaks[-4:], self._swing_val]
-                t_ic = self._impact_onset(ext.index, t_min) if self._refine else t_min
+                t_ic = self._impact_onset(ext.index) if self._refine else math.nan
+                if math.isnan(t_ic):
+                    t_ic = self._refined(ext)[0]
                 if math.isfinite(self._last_ic_t):
                     gap = t_ic - self._last_ic_t
                     self._stride_s = gap if gap <= self._max_stride_s else math.nan
@@ -358,23 +366,26 @@ class ShankContactDetector:
         t_to = self._toe_off_time(self._last_min)
         events.append(GaitEvent(t_to, now, EventKind.TOE_OFF, self.side))
 
-    def _impact_onset(self, i_min: int, t_min: float) -> float:
-        """Foot strike from the accelerometer: onset of the steepest rise of |a| before i_min."""
+    def _impact_onset(self, i_min: int) -> float:
+        """Foot strike from the accelerometer: onset of the steepest rise of |a| before i_min.
+
+        Returns NaN when no rise is found (the caller keeps the gyroscope minimum).
+        """
         lo = max(self._segment_start, self._n - self._capacity, i_min - self._impact_n)
         if i_min - lo < 2:
-            return t_min
+            return math.nan
         w = self._history(self._w, lo, i_min + 1)
-        a = self._history(self._a, lo, i_min + 1)
         # start where the forward swing ended (ω falling through zero)
         down = np.flatnonzero((w[:-1] > 0.0) & (w[1:] <= 0.0))
         first = int(down[-1]) if down.size else 0
-        a = a[first:]
-        if a.size < 3 or not np.all(np.isfinite(a)):
-            return t_min
-        slope = np.diff(a)
+        acc = self._history(self._a, lo + first, i_min + 1)
+        a = np.sqrt(acc[:, 0] * acc[:, 0] + acc[:, 1] * acc[:, 1] + acc[:, 2] * acc[:, 2])
+        if a.size < 3 or not np.isfinite(a).all():
+            return math.nan
+        slope = a[1:] - a[:-1]
         steepest = int(np.argmax(slope))
         if slope[steepest] <= 0.0:
-            return t_min
+            return math.nan
         falling = np.flatnonzero(slope[:steepest] <= 0.0)
         onset = int(falling[-1]) + 1 if falling.size else 0
         return float(self._t[(lo + first + onset) % self._capacity])

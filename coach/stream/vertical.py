@@ -177,6 +177,7 @@ class ForwardAxisEstimator:
             window_means: shape (len(TEMPLATE_WINDOWS_S), 3), m/s², sensor frame.
             running: the step had a flight phase before it; the brake-then-propel contrast
                 of stance then adds to the sign evidence (in walking it is too weak).
+
         """
         if window_means.shape != self._template.shape or not np.isfinite(window_means).all():
             return
