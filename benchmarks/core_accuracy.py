@@ -52,7 +52,9 @@ class Row:
 
 def run(session: CsvSession, sensors: tuple[Location, ...] | None = None) -> RunResult:
     if sensors is not None:
-        session = CsvSession({k: v for k, v in session.blocks.items() if k in sensors}, session.meta)
+        session = CsvSession(
+            {k: v for k, v in session.blocks.items() if k in sensors}, session.meta
+        )
     return replay_session(CONFIG, session, block_s=1.0)
 
 
@@ -66,7 +68,9 @@ def score(
     use_side: bool = True,
     note: str = "",
 ) -> tuple[Row, list[tuple[Stride, Stride]]]:
-    ic = match_events(result.events, truth_events, EventKind.INITIAL_CONTACT, window_s, span, use_side)
+    ic = match_events(
+        result.events, truth_events, EventKind.INITIAL_CONTACT, window_s, span, use_side
+    )
     has_to = any(e.kind is EventKind.TOE_OFF for e in result.events)
     to = (
         match_events(result.events, truth_events, EventKind.TOE_OFF, window_s, span, use_side)
@@ -74,7 +78,9 @@ def score(
         else None
     )
     pairs = [
-        p for p in match_strides(result.strides, truth_stance, window_s) if span[0] <= p[1].t <= span[1]
+        p
+        for p in match_strides(result.strides, truth_stance, window_s)
+        if span[0] <= p[1].t <= span[1]
     ]
     drop, n = metric_rmse(pairs, "pelvic_drop_deg")
     rotation, _ = metric_rmse(pairs, "pelvic_rotation_deg")
@@ -89,8 +95,13 @@ def simulator_rows(seeds: int, duration_s: float, warmup_s: float, rate_hz: floa
     window = 0.15
     for seed in range(seeds):
         params = SimulationParams(
-            duration_s=duration_s, seed=seed, rate_hz=rate_hz, mount="random", noise="realistic",
-            packet_loss=0.01, clock_drift_ppm=100.0,
+            duration_s=duration_s,
+            seed=seed,
+            rate_hz=rate_hz,
+            mount="random",
+            noise="realistic",
+            packet_loss=0.01,
+            clock_drift_ppm=100.0,
             pelvic_drop_deg=float(np.random.default_rng(seed).uniform(3, 9)),
         )
         sim = simulate(params)
@@ -109,8 +120,14 @@ def simulator_rows(seeds: int, duration_s: float, warmup_s: float, rate_hz: floa
     rotation, _ = metric_rmse(pairs, "pelvic_rotation_deg")
     label = f"sim {rate_hz:g} Hz, {seeds} seeds x {duration_s:g} s"
     return [
-        Row(f"{label}: 3 sensors", EventScore.combine(ics),
-            EventScore.combine(tos) if tos else None, drop, rotation, n),
+        Row(
+            f"{label}: 3 sensors",
+            EventScore.combine(ics),
+            EventScore.combine(tos) if tos else None,
+            drop,
+            rotation,
+            n,
+        ),
         Row(f"{label}: pelvis only", EventScore.combine(pelvis_only), None),
     ]
 
@@ -129,8 +146,16 @@ def real_rows(warmup_s: float) -> list[Row]:
     stance = truth_strides(events, read_truth_angles(truth / name))
     end = max(float(b.t[-1]) for b in session.blocks.values())
     rows.append(score(f"{name}: 3 sensors", run(session), events, stance, (warmup_s, end), 0.15)[0])
-    rows.append(score(f"{name}: pelvis only", run(session, (Location.PELVIS,)), events, stance,
-                      (warmup_s, end), 0.15)[0])
+    rows.append(
+        score(
+            f"{name}: pelvis only",
+            run(session, (Location.PELVIS,)),
+            events,
+            stance,
+            (warmup_s, end),
+            0.15,
+        )[0]
+    )
 
     pooled: dict[str, list[EventScore]] = {"ipol feet": [], "ipol lower back": [], "alcantara": []}
     for folder in sorted(sessions.glob("ipol_*")):
@@ -138,20 +163,28 @@ def real_rows(warmup_s: float) -> list[Row]:
         events = read_truth_events(truth / folder.name)
         end = max(float(b.t[-1]) for b in session.blocks.values())
         feet = run(session, (Location.LEFT_FOOT, Location.RIGHT_FOOT))
-        pooled["ipol feet"].append(match_events(feet.events, events, EventKind.INITIAL_CONTACT, 0.25, (warmup_s, end)))
+        pooled["ipol feet"].append(
+            match_events(feet.events, events, EventKind.INITIAL_CONTACT, 0.25, (warmup_s, end))
+        )
         back = run(session, (Location.PELVIS,))
-        pooled["ipol lower back"].append(match_events(back.events, events, EventKind.INITIAL_CONTACT, 0.25, (warmup_s, end)))
+        pooled["ipol lower back"].append(
+            match_events(back.events, events, EventKind.INITIAL_CONTACT, 0.25, (warmup_s, end))
+        )
     for folder in sorted(sessions.glob("alcantara_sub2_*")):
         session = read_session(folder)
         events = read_truth_events(truth / folder.name)
         end = max(float(b.t[-1]) for b in session.blocks.values())
         result = run(session)
         pooled["alcantara"].append(
-            match_events(result.events, events, EventKind.INITIAL_CONTACT, 0.15, (1.5, end), use_side=False)
+            match_events(
+                result.events, events, EventKind.INITIAL_CONTACT, 0.15, (1.5, end), use_side=False
+            )
         )
     for label, scores in pooled.items():
         if scores:
-            rows.append(Row(label, EventScore.combine(scores), None, note=f"{len(scores)} sessions"))
+            rows.append(
+                Row(label, EventScore.combine(scores), None, note=f"{len(scores)} sessions")
+            )
     return rows
 
 
@@ -169,17 +202,24 @@ def cadence_rows() -> list[str]:
             if not cadences:
                 errors.append(float("nan"))
                 continue
-            location = Location.PELVIS if Location.PELVIS in session.blocks else next(iter(session.blocks))
+            location = (
+                Location.PELVIS if Location.PELVIS in session.blocks else next(iter(session.blocks))
+            )
             spectral = spectral_cadence_spm(session.blocks[location])
             if location is not Location.PELVIS:
                 spectral_stride = spectral
-                spectral = spectral_stride * 2 if abs(spectral_stride * 2 - np.median(cadences)) < abs(spectral_stride - np.median(cadences)) else spectral_stride
+                spectral = (
+                    spectral_stride * 2
+                    if abs(spectral_stride * 2 - np.median(cadences))
+                    < abs(spectral_stride - np.median(cadences))
+                    else spectral_stride
+                )
             errors.append(100 * (np.median(cadences) - spectral) / spectral)
         if errors:
             e = np.array(errors)
             lines.append(
-                f"  {pattern:<22} {len(e):>3} sessions: detected vs spectral cadence, median |diff| "
-                f"{np.nanmedian(np.abs(e)):.1f} %, worst {np.nanmax(np.abs(e)):.1f} %, "
+                f"  {pattern:<22} {len(e):>3} sessions: detected vs spectral cadence, "
+                f"median |diff| {np.nanmedian(np.abs(e)):.1f} %, worst {np.nanmax(np.abs(e)):.1f} %, "
                 f"no strides in {int(np.isnan(e).sum())}"
             )
     return lines
@@ -188,7 +228,8 @@ def cadence_rows() -> list[str]:
 def print_rows(rows: list[Row]) -> None:
     header = (
         f"{'scenario':<44} {'IC found':>8} {'spur.':>6} {'med ms':>7} {'p95 ms':>7} {'bias':>6} "
-        f"{'delay':>6} {'side':>6} | {'TO found':>8} {'med ms':>7} | {'drop':>5} {'rot':>5} {'n':>4}"
+        f"{'delay':>6} {'side':>6} | {'TO found':>8} {'med ms':>7} | "
+        f"{'drop':>5} {'rot':>5} {'n':>4}"
     )
     print(header)
     print("-" * len(header))
@@ -207,7 +248,9 @@ def print_rows(rows: list[Row]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--duration-s", type=float, default=90.0)
     parser.add_argument("--warmup-s", type=float, default=8.0)
@@ -222,8 +265,10 @@ def main() -> None:
     print_rows(rows)
     print("\nCadence on recordings without contact truth:")
     print("\n".join(cadence_rows()))
-    print(f"\n(drop/rot = per-stance RMSE in degrees; delay = median t_detected - t in ms; "
-          f"{time.perf_counter() - started:.0f} s)")
+    print(
+        f"\n(drop/rot = per-stance RMSE in degrees; delay = median t_detected - t in ms; "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

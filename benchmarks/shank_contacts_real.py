@@ -8,13 +8,15 @@ median algorithmic delay (t_detected - t), all in ms. Matching: each truth event
 paired with the nearest detection of the same side and kind within ±¼ step (step = half the
 median IC-to-IC stride of that side). The first 2 strides of each side are warm-up (axis
 calibration) and are left out of the rates. HuGaDB has no truth: the cadence from detected ICs
-is compared with the dominant step frequency of the gyroscope spectrum.
+is compared with the dominant step frequency of the gyroscope spectrum. Then the same figures on
+the simulator (when present), and the processing time per hour of data.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from scipy.signal import resample_poly
 from coach.config import DetectionConfig
 from coach.sources.csv_folder import read_session
 from coach.stream.shank_contacts import ShankContactDetector
-from coach.types import EventKind, GaitEvent, Location, SampleBlock
+from coach.types import EventKind, GaitEvent, Location, SampleBlock, Side
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEGMENT_LOCATIONS = {
@@ -111,28 +113,97 @@ def evaluate(
             if block is None or block.gyr is None:
                 continue
             events, _ = run_detector(block, segment, block_s, rate)
-            side = loc.side.value
-            ics = np.array(sorted(t for t, k, s in truth if s == side and k == "initial_contact"))
-            if ics.size < 4:
-                continue
-            stride = float(np.median(np.diff(ics)))
-            window = stride / 2 / 4
-            start = ics[2] - window  # warm-up: first two strides
-            end = max(t for t, _, s in truth if s == side) + window
-            for kind in (EventKind.INITIAL_CONTACT, EventKind.TOE_OFF):
-                tt = np.array(sorted(t for t, k, s in truth if s == side and k == kind.value))
-                tt = tt[tt >= start]
-                dets = [e for e in events if e.kind == kind and start <= e.t <= end]
-                dt = np.array([e.t for e in dets])
-                errors, found, used = match(tt, dt, window)
-                tally = tallies[kind.value]
-                tally.n_truth += tt.size
-                tally.n_found += found
-                tally.n_det += dt.size
-                tally.n_det_matched += used
-                tally.errors += errors
-                tally.delays += [e.t_detected - e.t for e in dets]
+            score(tallies, events, truth, loc.side.value)
     return tallies
+
+
+def score(
+    tallies: dict[str, Tally],
+    events: list[GaitEvent],
+    truth: list[tuple[float, str, str]],
+    side: str,
+) -> None:
+    """Add one sensor's events, matched against the truth of its side, to the tallies."""
+    ics = np.array(sorted(t for t, k, s in truth if s == side and k == "initial_contact"))
+    if ics.size < 4:
+        return
+    stride = float(np.median(np.diff(ics)))
+    window = stride / 2 / 4
+    start = ics[2] - window  # warm-up: first two strides
+    end = max(t for t, _, s in truth if s == side) + window
+    for kind in (EventKind.INITIAL_CONTACT, EventKind.TOE_OFF):
+        tt = np.array(sorted(t for t, k, s in truth if s == side and k == kind.value))
+        tt = tt[tt >= start]
+        dets = [e for e in events if e.kind == kind and start <= e.t <= end]
+        dt = np.array([e.t for e in dets])
+        errors, found, used = match(tt, dt, window)
+        tally = tallies[kind.value]
+        tally.n_truth += tt.size
+        tally.n_found += found
+        tally.n_det += dt.size
+        tally.n_det_matched += used
+        tally.errors += errors
+        tally.delays += [e.t_detected - e.t for e in dets]
+
+
+def simulator_figures(block_s: float) -> None:
+    """Same figures on the synthetic runner (exact truth), when coach.sources.simulate exists."""
+    try:
+        from coach.sources.simulate import SimulationParams, simulate
+    except ImportError:
+        print("\n(simulator not available)")
+        return
+    print("\nsimulator, random mounts, realistic noise, 60 s runs (seeds 0-3)")
+    cases = {
+        "run 170 spm": {},
+        "run 150 spm + walk 20-40 s": {"cadence_spm": 150.0, "walk_breaks": ((20.0, 40.0),)},
+    }
+    for rate in (200.0, 100.0):
+        for label, extra in cases.items():
+            tallies: dict[str, Tally] = defaultdict(Tally)
+            for seed in range(4):
+                params = SimulationParams(seed=seed, rate_hz=rate, mount="random", **extra)  # type: ignore[arg-type]
+                run = simulate(params)
+                truth = [(e.t, e.kind.value, e.side.value) for e in run.events]
+                for loc in SEGMENT_LOCATIONS["shank"]:
+                    block = run.blocks.get(loc)
+                    if block is None:
+                        continue
+                    events, _ = run_detector(block, "shank", block_s, None)
+                    score(tallies, events, truth, loc.side.value)
+            for kind in ("initial_contact", "toe_off"):
+                name = f"sim {rate:.0f} Hz {label} {'IC' if kind == 'initial_contact' else 'TO'}"
+                print(tallies[kind].row(name))
+
+
+def speed(block_s: float) -> None:
+    """Processing time per hour of 200 Hz data, in 1-s blocks and in 5-sample blocks."""
+    session = read_session(DATA / "sessions" / "rbds001_run2p5")
+    block = session.blocks[Location.LEFT_SHANK]
+    assert block.gyr is not None
+    reps = int(np.ceil(3600 * 200 / len(block)))
+    n = reps * len(block)
+    hour = SampleBlock(
+        block.location,
+        np.arange(n) / 200.0,
+        np.tile(block.acc, (reps, 1)),
+        np.tile(block.gyr, (reps, 1)),
+    )
+    print("\nspeed (CPU time, one sensor, 200 Hz)")
+    for size in (round(block_s * 200), 5):
+        pieces = [hour.slice(i, i + size) for i in range(0, n, size)]
+        if size == 5:
+            pieces = pieces[: 12 * 60 * 40]  # 12 minutes is enough for the per-block cost
+        det = ShankContactDetector(Side.LEFT, 200.0, DetectionConfig())
+        start = time.process_time()
+        for piece in pieces:
+            det.update(piece)
+        spent = time.process_time() - start
+        hours = len(pieces) * size / 200.0 / 3600.0
+        print(
+            f"  {size:4d}-sample blocks: {spent / hours:6.3f} s per hour of data,"
+            f" {1e3 * spent / len(pieces):6.3f} ms per block"
+        )
 
 
 def hugadb_cadence(block_s: float, rate: float | None) -> None:
@@ -199,7 +270,9 @@ def main() -> None:
         tallies = evaluate(names, segment, args.block_s, args.rate)
         for kind in ("initial_contact", "toe_off"):
             print(tallies[kind].row(f"{label} {'IC' if kind == 'initial_contact' else 'TO'}"))
+    simulator_figures(args.block_s)
     hugadb_cadence(args.block_s, args.rate)
+    speed(args.block_s)
 
 
 if __name__ == "__main__":

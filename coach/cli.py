@@ -154,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(commands, _cmd_simulate)
 
+    from coach.cli_tune import add_tuning_parsers
+
+    add_tuning_parsers(commands)
+
+    from coach.cli_recording import add_recording_parsers
+
+    add_recording_parsers(commands, replay)
+
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = config_commands.add_parser(

@@ -1,4 +1,8 @@
-"""``coach simulate``: a synthetic runner written as a CSV session folder with its ground truth."""
+"""``coach simulate``: a synthetic runner written as a CSV session folder with its ground truth.
+
+With ``--profile NAME`` the output is instead a raw ``.mcap`` recording, as if that device had
+streamed the run over BLE (see :mod:`coach.cli_recording`), with the truth in ``<name>.truth/``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from typing import Any
 
 from coach.errors import CoachError
 from coach.types import Location
+
+#: Sample rate of a simulated CSV session when --rate-hz is not given, Hz.
+DEFAULT_RATE_HZ = 200.0
 
 
 class SimulationArgumentError(CoachError):
@@ -21,16 +28,24 @@ def add_simulate_parser(commands: Any, handler: Callable[[argparse.Namespace], i
     """Register ``coach simulate`` on the subcommand parser ``commands``."""
     sim = commands.add_parser(
         "simulate",
-        help="write a synthetic run (CSV session folder + ground truth in DIR/truth/)",
+        help="write a synthetic run (CSV session folder + ground truth in DIR/truth/, or with "
+        "--profile a raw .mcap recording + truth in NAME.truth/)",
         description="Simulate a runner: segment kinematics over the gait cycle, then what each "
         "sensor measures (specific force incl. gravity, angular rate), with noise, bias, "
         "quantisation, saturation, mounting, packet loss and clock drift. The same seed gives "
         "the same bytes. See docs/simulator.md.",
     )
-    sim.add_argument("--out", type=Path, required=True, help="output folder")
-    sim.add_argument("--duration-s", type=float, default=60.0, help="session length, s (default 60)")
+    sim.add_argument("--out", type=Path, required=True,
+                     help="output folder (with --profile: the .mcap recording to write)")
+    sim.add_argument("--profile", default=None, metavar="NAME",
+                     help="firmware profile (`coach profiles`): write a raw recording of the "
+                     "notifications that device would have sent (counters, timestamps, BLE "
+                     "connection-interval batching and delays) instead of a CSV folder")
+    sim.add_argument("--duration-s", type=float, default=60.0,
+                     help="session length, s (default 60)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sim.add_argument("--rate-hz", type=float, default=200.0, help="sample rate, Hz (default 200)")
+    sim.add_argument("--rate-hz", type=float, default=None,
+                     help="sample rate, Hz (default 200; with --profile the profile's default)")
     sim.add_argument("--cadence-spm", type=float, default=170.0, help="cadence, steps/min")
     sim.add_argument("--speed-mps", type=float, default=3.0, help="running speed, m/s")
     sim.add_argument("--pelvic-drop-deg", type=float, default=5.0,
@@ -84,6 +99,12 @@ def _sensors(text: str) -> tuple[Location, ...]:
         ) from None
 
 
+def _profile_rate(name: str) -> float:
+    from coach.profiles import load_profile
+
+    return load_profile(name).rates.default_hz
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Simulate and write the session; returns the exit status."""
     from coach.sources.simulate import (
@@ -93,11 +114,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         write_simulated_session,
     )
 
+    profile_name = getattr(args, "profile", None)
+    rate_hz = args.rate_hz
+    if rate_hz is None:
+        rate_hz = _profile_rate(profile_name) if profile_name else DEFAULT_RATE_HZ
     try:
         params = SimulationParams(
             duration_s=args.duration_s,
             seed=args.seed,
-            rate_hz=args.rate_hz,
+            rate_hz=rate_hz,
             cadence_spm=args.cadence_spm,
             speed_mps=args.speed_mps,
             pelvic_drop_deg=args.pelvic_drop_deg,
@@ -115,6 +140,10 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise SimulationArgumentError(str(error)) from None
+    if profile_name:
+        from coach.cli_recording import run_simulate_recording
+
+        return run_simulate_recording(params, profile_name, args.out)
     run = simulate(params)
     write_simulated_session(run, args.out)
     ics = sum(1 for e in run.events if e.kind.value == "initial_contact")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from coach.athlete import athlete_baseline
 from coach.config import CoachConfig
 from coach.cues import CueEngine
 from coach.sources.csv_folder import CsvSession
+from coach.sources.recorded_session import RecordedSession
 from coach.sources.replay import iter_blocks, nominal_rate_hz
 from coach.stream.core import CoreOutput, SensorSpec, StreamCore
 from coach.types import Cue, GaitEvent, Location, QualityChange, SampleBlock, Stride
@@ -50,6 +52,7 @@ class Pipeline:
         self.core = StreamCore(config.detection, sensors)
         self.cues = CueEngine(
             config.cues,
+            athlete_baseline(config),
             output_latency_ms=config.audio.output_latency_ms,
             beat_aligned=config.audio.beat_aligned,
         )
@@ -105,3 +108,31 @@ def replay_session(
 def session_locations(session: CsvSession) -> list[Location]:
     """Locations present in a session, in a stable order."""
     return sorted(session.blocks, key=lambda loc: loc.value)
+
+
+def recorded_sensor_specs(session: RecordedSession) -> list[SensorSpec]:
+    """The core's view of a raw recording's sensors (configured rate, gyro from the profile)."""
+    return [
+        SensorSpec(location, sensor.rate_hz, sensor.has_gyro)
+        for location, sensor in sorted(session.sensors.items(), key=lambda kv: kv[0].value)
+    ]
+
+
+def replay_recording(
+    config: CoachConfig,
+    session: RecordedSession,
+    block_s: float = 0.05,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Replay a raw recording as fast as possible: decode (as live) then the same pipeline.
+
+    Args:
+        config: the effective config.
+        session: the recording opened for decoding; its decoder counters are those of this
+            replay afterwards (``session.stats``).
+        block_s: host time gathered per block, s (0: one block per notification, as live).
+        progress: called with the session time reached, s.
+
+    """
+    blocks = (block for _host, block in session.iter_blocks(block_s))
+    return replay_blocks(config, recorded_sensor_specs(session), blocks, progress)

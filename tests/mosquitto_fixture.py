@@ -2,8 +2,8 @@
 
 Three listeners on free ports: plain TCP, TLS (server certificate from a throwaway CA made with
 ``cryptography``) and TLS that requires a client certificate. Authentication by password file
-(hashed by ``mosquitto_passwd``), authorisation by an ACL file. Readiness and shutdown are
-awaited from the broker's own log lines, never guessed with sleeps.
+(hashed by ``mosquitto_passwd``), authorisation by an ACL file. Readiness is awaited from the
+broker's own log line and shutdown by waiting for the process, never guessed with sleeps.
 
 Needs Debian ``mosquitto`` (which also ships ``mosquitto_passwd``).
 """
@@ -241,19 +241,33 @@ class Mosquitto:
                 self._running.set()
 
     def stop(self) -> None:
-        """Terminate the broker (its sockets close at once) and wait for it to exit."""
+        """Terminate the broker (its sockets close at once) and wait for it to exit.
+
+        mosquitto 2.0 can miss a SIGTERM that arrives just after it logged "running" (it sets
+        its run flag after that line), hence the SIGKILL fallback.
+        """
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
-            self._process.wait(timeout=10)
+            try:
+                self._process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
         self._process = None
 
 
-def start_mosquitto(folder: Path) -> Mosquitto:
-    """A running broker in ``folder``; skips the test when mosquitto is not installed."""
+def prepare_mosquitto(folder: Path) -> Mosquitto:
+    """A configured broker in ``folder``, not started; skips when mosquitto is not installed."""
     if shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto not installed (apt-get install mosquitto)")
     folder.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(folder)
     broker.write_config()
+    return broker
+
+
+def start_mosquitto(folder: Path) -> Mosquitto:
+    """A running broker in ``folder``; skips when mosquitto is not installed."""
+    broker = prepare_mosquitto(folder)
     broker.start()
     return broker

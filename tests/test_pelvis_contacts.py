@@ -219,7 +219,7 @@ def test_gravity_tracker_and_forward_axis() -> None:
     assert np.allclose(np.einsum("ij,ij->i", horizontal, up), 0.0, atol=1e-9)
     assert abs(vertical[-1000:].mean()) < 0.5
     estimator = ForwardAxisEstimator()
-    assert estimator.forward(up[-1]) is None
+    assert estimator.update_axis(up[-1], running=True) is None
 
 
 # --- real recordings ----------------------------------------------------------------------

@@ -30,12 +30,14 @@ def synthetic_run(
     mount: np.ndarray | None = None,
     step_hz: float = 2.8,
     amplitudes_deg: tuple[float, float, float] = (4.0, 6.0, 3.0),
+    turn: tuple[float, float, float] | None = None,
 ) -> tuple[SampleBlock, dict[str, np.ndarray]]:
     """A running-like pelvis: spring-mass vertical/fore-aft acceleration with flight, and
     sinusoidal obliquity (stride freq), rotation (stride freq, quarter period later), tilt (step).
 
-    ``mount`` maps sensor to body (v_body = mount @ v_sensor). Returns the block and the true
-    angles in degrees.
+    ``mount`` maps sensor to body (v_body = mount @ v_sensor). ``turn`` = (start s, duration s,
+    angle deg): the direction of travel turns smoothly (raised cosine rate) by that angle.
+    Returns the block and the true angles in degrees (relative to the direction of travel).
     """
     n = int(duration_s * rate_hz)
     t = np.arange(n) / rate_hz
@@ -44,12 +46,18 @@ def synthetic_run(
     obl = amplitudes_deg[0] * np.sin(w_stride * t)
     rot = amplitudes_deg[1] * np.cos(w_stride * t)
     tilt = amplitudes_deg[2] * np.sin(w_step * t + 0.5)
-    body = Rotation.from_euler("ZXY", np.column_stack([rot, -obl, tilt]), degrees=True)
+    heading = np.zeros(n)
+    if turn is not None:
+        start, length, angle = turn
+        phase = np.clip((t - start) / length, 0.0, 1.0)
+        heading = np.radians(angle) * (phase - np.sin(2 * np.pi * phase) / (2 * np.pi))
+    travel = Rotation.from_euler("z", heading[:, None])
+    body = travel * Rotation.from_euler("ZXY", np.column_stack([rot, -obl, tilt]), degrees=True)
     a_world = np.zeros((n, 3))
     a_world[:, 2] = 9.0 * np.cos(w_step * t)  # + g: specific force dips near 0 g: flight
     a_world[:, 0] = 3.0 * np.sin(w_step * t)  # braking while vertical acc rises (running)
     a_world[:, 1] = 1.5 * np.sin(w_stride * t)
-    specific = body.inv().apply(a_world + np.array([0.0, 0.0, G]))
+    specific = body.inv().apply(travel.apply(a_world) + np.array([0.0, 0.0, G]))
     # body angular rate from finite differences of the orientation (central, body frame)
     mats = body.as_matrix()
     dmats = np.gradient(mats, 1.0 / rate_hz, axis=0)
@@ -147,6 +155,26 @@ def test_no_gyro_gives_invalid_angles_but_vertical_motion() -> None:
     expected = 9.0 / (2 * np.pi * 2.8) ** 2
     amplitude = (est.vertical_position_m[late].max() - est.vertical_position_m[late].min()) / 2
     assert amplitude == pytest.approx(expected, rel=0.15)
+
+
+def test_u_turn_marks_rotation_invalid_but_keeps_obliquity() -> None:
+    block, truth = synthetic_run(mount=_MOUNT, duration_s=30.0, turn=(14.0, 2.5, 180.0))
+    est = PelvisTracker(100.0).update(block)
+    t = block.t
+    straight = (t > 9.0) & (t < 13.5)
+    assert est.valid[straight].all() and not est.turning[straight].any()
+    assert est.turning[(t > 14.8) & (t < 16.0)].all()
+    assert not est.valid[est.turning].any()
+    assert np.isnan(est.rotation_deg[est.turning]).all()
+    assert est.obliquity_valid[(t > 9.0) & (t < 20.0)].all()  # obliquity ignores the heading
+    # where rotation is reported, the heading error is bounded by the turn conditions
+    # (TURN_OFFSET_DEG = 25°; without them it reached 180°)
+    late = est.valid & (t > 9.0)
+    assert late.sum() > 0.5 * (t > 9.0).sum()
+    err = est.rotation_deg[late] - truth["rotation_deg"][late]
+    assert np.max(np.abs(err - np.median(err))) < 30.0
+    obl_err = est.obliquity_deg[est.turning] - truth["obliquity_deg"][est.turning]
+    assert np.sqrt(np.mean((obl_err - obl_err.mean()) ** 2)) < 1.0
 
 
 def test_slipped_mount_is_flagged() -> None:

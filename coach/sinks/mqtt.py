@@ -350,9 +350,11 @@ class MqttPublisher:
         )
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds, checked at each change of the connection state
-        (connected, connection lost, connection attempt failed); e.g.
-        ``await mqtt.wait_until(lambda: not mqtt.connected.is_set())``."""
+        """Wait until ``predicate()`` holds, checked at each connection state change.
+
+        Changes: connected, connection lost, connection attempt failed. For example
+        ``await mqtt.wait_until(lambda: mqtt.stats.connect_failures > 0)``.
+        """
         async with self._state_changed:
             await self._state_changed.wait_for(predicate)
 

@@ -67,8 +67,7 @@ class UniformResampler:
         self.max_fill_s = float(max(max_fill_s, 1.0 / rate_hz))
         self.stats = AlignStats()
         self._last_t: float | None = None
-        self._last_acc: FloatArray = np.zeros(3)
-        self._last_gyr: FloatArray | None = None
+        self._last_values: FloatArray = np.zeros(0)
         self._next_k = 0
 
     def reset(self) -> None:
@@ -79,60 +78,50 @@ class UniformResampler:
         """Resample a block; returns the grid samples now known and the gaps found."""
         n = len(block)
         self.stats.samples_in += n
+        with_gyro = block.gyr is not None
         if n == 0:
-            return self._empty(block.gyr is not None), []
-        if self._last_t is None:
-            self._next_k = math.ceil(block.t[0] * self.rate_hz - _GRID_TOLERANCE)
-            ts, acc, gyr = block.t, block.acc, block.gyr
+            return self._empty(with_gyro), []
+        values = block.acc if block.gyr is None else np.hstack((block.acc, block.gyr))
+        if self._last_t is None or self._last_values.shape[0] != values.shape[1]:
+            if self._last_t is None:
+                self._next_k = math.ceil(block.t[0] * self.rate_hz - _GRID_TOLERANCE)
+            ts, channels = block.t, values
         else:
-            ts = np.concatenate(([self._last_t], block.t))
-            acc = np.vstack((self._last_acc, block.acc))
-            gyr = None
-            if block.gyr is not None and self._last_gyr is not None:
-                gyr = np.vstack((self._last_gyr, block.gyr))
+            ts = np.concatenate(((self._last_t,), block.t))
+            channels = np.vstack((self._last_values, values))
         self._last_t = float(block.t[-1])
-        self._last_acc = block.acc[-1].copy()
-        self._last_gyr = None if block.gyr is None else block.gyr[-1].copy()
+        self._last_values = values[-1].copy()
 
+        gaps: list[Gap] = []
         steps = np.diff(ts)
-        long_holes = np.flatnonzero(steps > self.max_fill_s)
-        holes = int(np.count_nonzero(steps > 1.5 / self.rate_hz))
-        self.stats.bridged_holes += holes - long_holes.size
-        self.stats.gaps += long_holes.size
-        gaps = [Gap(self.location, float(ts[i]), float(ts[i + 1])) for i in long_holes]
+        long_holes = np.zeros(0, dtype=np.int64)
+        if steps.shape[0] and steps.max() > 1.5 / self.rate_hz:
+            long_holes = np.flatnonzero(steps > self.max_fill_s)
+            holes = int(np.count_nonzero(steps > 1.5 / self.rate_hz))
+            self.stats.bridged_holes += holes - long_holes.size
+            self.stats.gaps += long_holes.size
+            gaps = [Gap(self.location, float(ts[i]), float(ts[i + 1])) for i in long_holes]
 
         last_k = math.floor(ts[-1] * self.rate_hz + _GRID_TOLERANCE)
         if last_k < self._next_k:
-            return self._empty(gyr is not None), gaps
-        ks = np.arange(self._next_k, last_k + 1)
+            return self._empty(with_gyro), gaps
+        grid_t = np.arange(self._next_k, last_k + 1) / self.rate_hz
         self._next_k = last_k + 1
-        grid_t = ks / self.rate_hz
         if ts.shape[0] == 1:
             keep = np.abs(grid_t - ts[0]) * self.rate_hz <= _GRID_TOLERANCE
-            idx = np.zeros(grid_t.shape[0], dtype=np.int64)
-            weight = np.zeros(grid_t.shape[0])
-            return self._output(grid_t[keep], idx[keep], weight[keep], ts, acc, gyr, gaps)
-        idx = np.clip(np.searchsorted(ts, grid_t, side="right") - 1, 0, ts.shape[0] - 2)
-        weight = np.clip((grid_t - ts[idx]) / (ts[idx + 1] - ts[idx]), 0.0, 1.0)
-        keep = steps[idx] <= self.max_fill_s
-        return self._output(grid_t[keep], idx[keep], weight[keep], ts, acc, gyr, gaps)
-
-    def _output(
-        self,
-        grid_t: FloatArray,
-        idx: np.ndarray,
-        weight: FloatArray,
-        ts: FloatArray,
-        acc: FloatArray,
-        gyr: FloatArray | None,
-        gaps: list[Gap],
-    ) -> tuple[SampleBlock, list[Gap]]:
-        upper = np.minimum(idx + 1, ts.shape[0] - 1)
-        w = weight[:, None]
-        acc_out = acc[idx] + (acc[upper] - acc[idx]) * w
-        gyr_out = None if gyr is None else gyr[idx] + (gyr[upper] - gyr[idx]) * w
+            grid_t = grid_t[keep]
+            out = np.repeat(channels[:1], grid_t.shape[0], axis=0)
+        else:
+            idx = np.clip(np.searchsorted(ts, grid_t, side="right") - 1, 0, ts.shape[0] - 2)
+            weight = np.clip((grid_t - ts[idx]) / (ts[idx + 1] - ts[idx]), 0.0, 1.0)
+            lower = channels[idx]
+            out = lower + (channels[idx + 1] - lower) * weight[:, None]
+            if long_holes.size:
+                keep = steps[idx] <= self.max_fill_s
+                grid_t, out = grid_t[keep], out[keep]
         self.stats.samples_out += grid_t.shape[0]
-        return SampleBlock(self.location, grid_t, acc_out, gyr_out), gaps
+        gyr_out = np.ascontiguousarray(out[:, 3:]) if with_gyro else None
+        return SampleBlock(self.location, grid_t, np.ascontiguousarray(out[:, :3]), gyr_out), gaps
 
     def _empty(self, with_gyro: bool) -> SampleBlock:
         return SampleBlock(

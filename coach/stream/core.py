@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
 
 from coach.config import DetectionConfig
 from coach.stream.align import UniformResampler
@@ -52,6 +55,7 @@ class SensorSpec:
         location: where it is worn.
         rate_hz: its nominal sample rate, Hz.
         has_gyro: whether it measures angular rate.
+
     """
 
     location: Location
@@ -84,6 +88,7 @@ class StreamCore:
         config: detection parameters.
         sensors: the sensors that will stream (their location, rate and whether they have a
             gyroscope).
+
     """
 
     def __init__(self, config: DetectionConfig, sensors: Sequence[SensorSpec]) -> None:
@@ -99,7 +104,9 @@ class StreamCore:
         for spec in sensors:
             side = spec.location.side
             if side is not Side.UNKNOWN and spec.has_gyro:
-                segment = "foot" if spec.location.value.endswith("foot") else "shank"
+                segment: Literal["shank", "foot"] = (
+                    "foot" if spec.location.value.endswith("foot") else "shank"
+                )
                 self._limb_detectors[spec.location] = ShankContactDetector(
                     side, spec.rate_hz, config, segment=segment
                 )
@@ -173,7 +180,7 @@ class StreamCore:
             changes.extend(self._update_pelvis(aligned, events))
         self._assembler.add_events(events)
         strides = self._assembler.poll()
-        self.quality.prune(stages.watermark)
+        self.quality.prune(min(s.watermark for s in self._stages.values()))
         return CoreOutput(tuple(events), tuple(strides), tuple(changes))
 
     def _update_pelvis(self, aligned: SampleBlock, events: list[GaitEvent]) -> list[QualityChange]:
@@ -195,19 +202,28 @@ class StreamCore:
                     float(t_changed) + self.config.calibration_s,
                 )
                 changes.append(
-                    QualityChange(float(t_changed), Location.PELVIS, QualityFlag.MOUNT_CHANGED, True)
+                    QualityChange(
+                        float(t_changed), Location.PELVIS, QualityFlag.MOUNT_CHANGED, True
+                    )
                 )
             if angles.t.shape[0]:
-                calibrating = not bool(angles.valid[-1])
-                change = self.quality.set_active(
-                    Location.PELVIS, QualityFlag.CALIBRATING, calibrating, float(angles.t[-1])
-                )
-                if change is not None:
-                    changes.append(change)
+                was_valid = not self.quality.is_active(Location.PELVIS, QualityFlag.CALIBRATING)
+                flips = np.flatnonzero(np.diff(angles.valid, prepend=was_valid))
+                for index in flips:
+                    change = self.quality.set_active(
+                        Location.PELVIS,
+                        QualityFlag.CALIBRATING,
+                        not bool(angles.valid[index]),
+                        float(angles.t[index]),
+                    )
+                    if change is not None:
+                        changes.append(change)
         if self._pelvis_contacts is not None:
             found = self._pelvis_contacts.update(aligned)
             fallback_sides = {
-                side for side in (Side.LEFT, Side.RIGHT) if self._source_for(side) is Location.PELVIS
+                side
+                for side in (Side.LEFT, Side.RIGHT)
+                if self._source_for(side) is Location.PELVIS
             }
             if fallback_sides == {Side.LEFT, Side.RIGHT}:
                 fallback_sides.add(Side.UNKNOWN)

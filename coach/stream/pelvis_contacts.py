@@ -3,47 +3,54 @@
 The fallback contact detector for when no shank sensor is worn. Accelerometer only, or
 accelerometer + gyroscope; any mount orientation; walking and running; 50-500 Hz.
 
-Initial contact (IC)
-    At initial contact the vertical specific force of the trunk starts its sharpest rise of the
-    step: in running it leaves the ~0 g of flight and climbs towards the 2-3 g of mid-stance
-    (Lee et al. 2010, sacrum: IC at the onset of the sharp rise), in walking the heel-strike
-    loading gives a steep rise to the vertical acceleration peak just after contact
-    (Zijlstra & Hof 2003; McCamley et al. 2012 locate IC on the same feature with an offline
-    Gaussian CWT). Causally:
+Signals
+    The specific force is low-passed (2nd-order Butterworth, :data:`CUTOFF_HZ`, lowered to
+    0.35 x rate at low rates) and split into its vertical dynamic part and its horizontal part
+    with the tracked gravity direction (:mod:`coach.stream.vertical`). Once the forward axis is
+    known (:class:`~coach.stream.vertical.ForwardAxisEstimator`, refreshed every
+    :data:`AXIS_UPDATE_S`), the forward acceleration is the horizontal part along it.
 
-    1. the vertical dynamic acceleration (see :mod:`coach.stream.vertical`) is low-passed
-       (2nd-order Butterworth, :data:`VERTICAL_CUTOFF_HZ`, lowered to 0.35 x rate at low
-       rates) and differentiated (jerk, m/s³);
-    2. every local maximum of the jerk is a candidate; it is known one sample later;
-    3. a candidate is a step when its jerk exceeds :data:`SLOPE_FRACTION` of the envelope of
-       all candidate jerks (a maximum decaying with :data:`ENVELOPE_TAU_S`, so amplitudes of
-       walking and running and changes between them adapt within a few steps), when at least
-       a refractory time has passed since the previous step (:data:`REFRACTORY_FRACTION` of
-       the running step period, never less than 90 % of the shortest step allowed by
-       ``max_cadence_spm``) and when it rises at least :data:`MIN_RISE` above the preceding
-       minimum; a steeper peak within :data:`LOOKAHEAD_S` replaces it;
-    4. the IC time is the onset of that rise: the tangent at the steepest point is extended
-       back to the level of the preceding local minimum (never before that minimum, at most
-       :data:`MAX_ONSET_S`), and the low-pass group delay is subtracted.
+Initial contact (IC): one rise detector, two signals
+    Running (a flight phase precedes contact): at initial contact the vertical specific force
+    leaves the ~0 g of flight and starts its sharpest rise towards the 2-3 g of mid-stance
+    (Lee et al. 2010, sacrum: IC at the onset of the sharp rise). Walking: the forward
+    acceleration of the lower trunk peaks just before heel strike and then drops sharply
+    (Zijlstra & Hof 2003: IC at the forward acceleration peak before its sign change;
+    McCamley et al. 2012 find IC on the same step with an offline wavelet). The vertical rise in
+    walking is ambiguous (some people show an equally steep rise ~80 ms before heel strike), the
+    forward drop is not. The gait is told from the signal: a step is a running step when the
+    vertical acceleration dropped below :data:`FLIGHT_LEVEL_G` just before contact, and an
+    average of recent steps decides (never a per-dataset switch). Until the forward axis is
+    known, walking steps are taken from the vertical signal too.
 
-    ``t_detected`` is the sample after the steepest point of the rise: typically 30-60 ms
-    after contact.
+    The same causal rise detector runs on the vertical acceleration and on minus the forward
+    acceleration:
 
-    Accuracy (``benchmarks/pelvis_contacts_real.py``): good in running (force-plate and
-    force-treadmill references: median error 10-16 ms); weak in walking, where some people
-    show an equally steep rise ~80 ms before heel strike that is taken instead.
+    1. the signal is differentiated (m/s³); every local maximum of the derivative is a
+       candidate, known one sample later;
+    2. a candidate is a step when its slope exceeds :data:`SLOPE_FRACTION` of the envelope of
+       that signal's candidate slopes (a maximum decaying with :data:`ENVELOPE_TAU_S`, so walking
+       and running amplitudes adapt within a few steps), when at least a refractory time has
+       passed since the previous step (:data:`REFRACTORY_FRACTION` of the step period, never
+       less than 90 % of the shortest step allowed by ``max_cadence_spm``) and when it rises at
+       least :data:`MIN_RISE` above the preceding local minimum;
+    3. the IC time is the onset of that rise: the tangent at the steepest point is extended back
+       to the level of the preceding local minimum (never before that minimum, at most
+       :data:`MAX_ONSET_S`), and the low-pass group delay is subtracted. For the forward signal
+       this onset is the forward acceleration peak before the drop.
+
+    ``t_detected`` is the sample after the steepest point: typically 20-60 ms after contact.
 
 Side
-    After a right initial contact the left (swing) side of the pelvis drops: obliquity rises,
-    i.e. the pelvis rolls to the right about the forward axis (Wixted et al. 2010; the
-    contralateral drop of design.md section 3). With a gyroscope the evidence of a step is
-    minus the mean roll rate about the forward axis over the first :data:`SIDE_WINDOW_S`
-    after contact (positive = right). Without one, the mean left-ward acceleration over the
-    same window is used: it points medially (away from the stance foot) in walking, where the
-    lateral sway of the trunk dominates, and laterally in running, where the tilt of the
-    dropping pelvis dominates (gravity leaks into the lateral axis); the gait is told by a
-    flight phase before contact. The forward axis comes from
-    :class:`~coach.stream.vertical.ForwardAxisEstimator`.
+    After a right initial contact the left (swing) side of the pelvis drops: the pelvis rolls
+    to the right about the forward axis (Wixted et al. 2010; the contralateral drop of
+    design.md section 3). With a gyroscope the evidence of a step is minus the mean roll rate
+    about the forward axis over a window after contact (running: the first
+    :data:`RUNNING_SIDE_WINDOW_S`; walking: :data:`WALKING_GYRO_WINDOW_S`, where the roll
+    follows the loading response). Without one, the mean left-ward acceleration is used: it
+    points medially (away from the stance foot) in walking, where the lateral sway of the trunk
+    dominates (:data:`WALKING_ACC_WINDOW_S`), and laterally in running, where the tilt of the
+    dropping pelvis dominates (gravity leaks into the lateral axis).
 
     Sides alternate, so a step's side is predicted from the previous steps before its own
     evidence exists: every step gets a parity in an alternating chain (a step interval of
@@ -53,51 +60,62 @@ Side
     ``unknown`` until the chain holds enough consistent evidence.
 
 Toe-offs are not reported: the pelvis signal gives them reliably only in running.
+
+Accuracy and speed: ``benchmarks/pelvis_contacts_real.py``.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 from scipy import signal
 
 from coach.config import DetectionConfig
 from coach.stream.vertical import (
-    TEMPLATE_WINDOWS_S,
     ForwardAxisEstimator,
     GravityTracker,
     left_axis,
     split_vertical,
+    template_bins,
 )
 from coach.types import EventKind, FloatArray, GaitEvent, SampleBlock, Side
 
-#: Low-pass cut-off of the vertical acceleration, Hz.
-VERTICAL_CUTOFF_HZ = 20.0
-#: A candidate must reach this fraction of the reference jerk (the candidate envelope).
+#: Low-pass cut-off of the acceleration, Hz.
+CUTOFF_HZ = 20.0
+#: A candidate must reach this fraction of the reference slope (the candidate envelope).
 SLOPE_FRACTION = 0.5
-#: Jerk below which nothing is a step, m/s³ (sensor noise while standing is ~5 m/s³).
+#: Slope below which nothing is a step, m/s³, for the vertical and the forward signal (sensor
+#: noise while standing is ~5 m/s³; the walking forward drop is gentler than a running impact).
 MIN_SLOPE = 20.0
+MIN_FORWARD_SLOPE = 10.0
 #: Rise from the preceding minimum below which nothing is a step, m/s².
 MIN_RISE = 0.5
-#: No step is accepted within this fraction of the running step period after the last one.
+#: No step is accepted within this fraction of the step period after the last one.
 REFRACTORY_FRACTION = 0.75
-#: Decay time constant of the candidate envelope (the reference jerk), s.
+#: Decay time constant of the candidate envelope (the reference slope), s.
 ENVELOPE_TAU_S = 2.0
 #: Nothing is reported before this long after the first sample (the reference settles), s.
 WARM_UP_S = 1.0
 #: Smoothing of the step period estimate (weight of a new interval).
 PERIOD_SMOOTHING = 0.2
-#: Window after initial contact whose mean roll rate / lateral acceleration gives the side, s.
-SIDE_WINDOW_S = 0.10
+#: Side evidence windows, s relative to initial contact (start, stop).
+RUNNING_SIDE_WINDOW_S = (0.0, 0.10)
+WALKING_GYRO_WINDOW_S = (0.02, 0.14)
+WALKING_ACC_WINDOW_S = (0.02, 0.08)
 #: Window before contact searched for a flight phase (running), s.
 FLIGHT_WINDOW_S = 0.10
 #: Vertical dynamic acceleration below which the body is airborne, in units of g (free fall
 #: = -1 g).
 FLIGHT_LEVEL_G = -0.5
+#: Weight of a new step in the running share (steps with a flight phase); above 0.5 = running.
+GAIT_SMOOTHING = 0.2
+#: The forward axis is recomputed every this many seconds (at fixed sample counts), s.
+AXIS_UPDATE_S = 1.0
+#: The forward signal is scanned (from the next axis update on) while the running share is at
+#: most this, so its envelope is ready when walking is decided (running share <= 0.5).
+SCAN_FORWARD_BELOW = 0.8
 #: Evidence scale floors (below them the signal is treated as absent): rad/s, m/s².
 GYRO_EVIDENCE_FLOOR = 0.02
 ACC_EVIDENCE_FLOOR = 0.1
@@ -107,38 +125,102 @@ CHAIN_CONFIDENT = 2.0
 CHAIN_MIN_STEPS = 3
 #: Normalised evidence above which a contradiction of the chain counts.
 CONTRADICTION_LEVEL = 0.5
-#: After a step is found, a steeper jerk peak within this time replaces it, s (at least one
-#: sample). It adds to the detection delay; longer values (0.04-0.12 s) did not fix walking on
-#: the IPOL data, so it is kept minimal.
-LOOKAHEAD_S = 0.0
 #: Longest rise onset before the steepest point accepted as the contact onset, s.
 MAX_ONSET_S = 0.06
 
 _GAP_SAMPLES = 1.5
 STANDARD_GRAVITY = 9.80665  # m/s²
-# History columns: filtered vertical, horizontal (3), up (3), gyro (3), has gyro.
+# History columns: filtered vertical, filtered horizontal (3), up (3), gyro (3), has gyro.
 _V, _H, _UP, _GYR, _HAS_GYR = 0, slice(1, 4), slice(4, 7), slice(7, 10), 10
 _COLUMNS = 11
+# The two rise signals.
+_VERTICAL, _FORWARD = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
-class _HeldStep:
-    """An accepted jerk peak waiting out the look-ahead for a steeper one."""
-
-    index: int
-    slope: float
-    onset_s: float
-    t_peak: float
-    expiry: int
-
-
-@dataclass(slots=True)
 class _PendingStep:
-    """A reported step whose side evidence window has not ended yet."""
+    """A reported step whose evidence windows have not ended yet."""
 
     ic_index: int
     parity: int
     chain: int
+    walking: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A local maximum of a signal's slope."""
+
+    decision: int  # global index of the sample at which it is known
+    stream: int
+    index: int  # global index of the steepest sample
+    value: float  # signal there, m/s²
+    slope: float  # m/s³
+    last_min: tuple[int, float] | None  # preceding local minimum (global index, value)
+
+
+class _RiseStream:
+    """Slope peaks and the preceding minima of one signal, across blocks."""
+
+    def __init__(self, stream: int, rate_hz: float, min_slope: float) -> None:
+        self._stream = stream
+        self._rate = rate_hz
+        self._min_slope = min_slope
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the signal (start, data gap)."""
+        self._tail_v = np.zeros(0)
+        self._tail_d = np.zeros(0)
+        self.last_min: tuple[int, float] | None = None
+
+    def scan(self, values: FloatArray, first_index: int, floor: float) -> list[_Candidate]:
+        """Candidates among ``values`` (global indices from ``first_index``), in time order.
+
+        Slope peaks at or below ``floor`` (m/s³) are left out.
+        """
+        tail = self._tail_v.size
+        ext_v = np.concatenate((self._tail_v, values))
+        ext_d = np.empty_like(ext_v)
+        ext_d[:tail] = self._tail_d
+        start = tail
+        if start == 0:
+            ext_d[:1] = 0.0
+            start = 1
+        ext_d[start:] = (ext_v[start:] - ext_v[start - 1 : -1]) * self._rate
+        base = first_index - tail
+        self._tail_v = ext_v[-2:]
+        self._tail_d = ext_d[-2:]
+        if ext_d.size < 3:
+            return []
+        centre, left, right = ext_d[1:-1], ext_d[:-2], ext_d[2:]
+        peaks = np.flatnonzero(
+            (centre > left) & (centre >= right) & (centre > max(self._min_slope, floor))
+        )
+        minima = np.flatnonzero((centre <= 0.0) & (right > 0.0))
+        candidates = []
+        if peaks.size:
+            where = np.searchsorted(minima, peaks)  # minima before each peak
+            for peak, k in zip((peaks + 1).tolist(), where.tolist(), strict=True):
+                if k > 0:
+                    m = int(minima[k - 1]) + 1
+                    last_min: tuple[int, float] | None = (base + m, float(ext_v[m]))
+                else:
+                    last_min = self.last_min
+                candidates.append(
+                    _Candidate(
+                        base + peak + 1,
+                        self._stream,
+                        base + peak,
+                        float(ext_v[peak]),
+                        float(ext_d[peak]),
+                        last_min,
+                    )
+                )
+        if minima.size:
+            m = int(minima[-1]) + 1
+            self.last_min = (base + m, float(ext_v[m]))
+        return candidates
 
 
 class _SideChain:
@@ -201,62 +283,68 @@ class PelvisContactDetector:
         self._rate = float(rate_hz)
         self._min_step_s = 60.0 / config.max_cadence_spm
         self._max_step_s = 60.0 / config.min_cadence_spm
-        cutoff = min(VERTICAL_CUTOFF_HZ, 0.35 * self._rate)
-        self._sos = signal.butter(2, cutoff, fs=self._rate, output="sos")
-        self._zi_unit = signal.sosfilt_zi(self._sos)
-        _, delay = signal.group_delay(signal.sos2tf(self._sos), w=[0.5], fs=self._rate)
+        cutoff = min(CUTOFF_HZ, 0.35 * self._rate)
+        self._b, self._a = signal.butter(2, cutoff, fs=self._rate)
+        self._zi_unit = signal.lfilter_zi(self._b, self._a)[:, None]
+        _, delay = signal.group_delay((self._b, self._a), w=[0.5], fs=self._rate)
         self._delay_s = float(delay[0]) / self._rate + 0.5 / self._rate
-        edges = [round(a * self._rate) for a, _ in TEMPLATE_WINDOWS_S]
-        edges.append(round(TEMPLATE_WINDOWS_S[-1][1] * self._rate))
-        for i in range(1, len(edges)):  # contiguous windows of at least one sample
-            edges[i] = max(edges[i], edges[i - 1] + 1)
-        self._template_idx = list(itertools.pairwise(edges))
-        starts = np.array([a for a, _ in self._template_idx])
-        self._template_offsets = starts - starts[0]
-        self._template_lengths = np.array([b - a for a, b in self._template_idx], dtype=float)
-        self._side_len = max(1, round(SIDE_WINDOW_S * self._rate))
+        self._template_first, self._template_offsets, lengths = template_bins(self._rate)
+        self._template_lengths = lengths[:, None]
+        self._template_span = int(self._template_offsets[-1] + lengths[-1])
+        windows = (RUNNING_SIDE_WINDOW_S, WALKING_GYRO_WINDOW_S, WALKING_ACC_WINDOW_S)
+        self._windows = [self._samples(w) for w in windows]
         self._flight_len = max(1, round(FLIGHT_WINDOW_S * self._rate))
-        self._window_end = max(self._side_len, self._template_idx[-1][1])
-        self._window_start = min(-self._flight_len, self._template_idx[0][0])
-        self._lookahead = max(1, round(LOOKAHEAD_S * self._rate))
+        self._window_end = max(
+            *(stop for _, stop in self._windows), self._template_first + self._template_span
+        )
+        self._window_start = min(-self._flight_len, self._template_first)
         self._history_len = (
             round((MAX_ONSET_S + self._delay_s) * self._rate)
-            + self._lookahead
             + self._window_end
             - self._window_start
             + 4
         )
+        self._axis_every = max(1, round(AXIS_UPDATE_S * self._rate))
         self._gravity = GravityTracker(self._rate)
         self._forward = ForwardAxisEstimator()
         self._chain = _SideChain()
+        self._streams = (
+            _RiseStream(_VERTICAL, self._rate, MIN_SLOPE),
+            _RiseStream(_FORWARD, self._rate, MIN_FORWARD_SLOPE),
+        )
         self.reset()
+
+    def _samples(self, window: tuple[float, float]) -> tuple[int, int]:
+        start = round(window[0] * self._rate)
+        return start, max(start + 1, round(window[1] * self._rate))
 
     def reset(self) -> None:
         """Forget everything, as if newly constructed."""
         self._gravity.reset()
         self._forward.reset()
         self._chain.reset()
+        self._axis: FloatArray | None = None
+        self._scan_forward = False
+        self._left = np.zeros(3)
         self._index = 0  # global index of the next sample
         self._last_t: float | None = None
         self._start_t: float | None = None
-        self._flight = 0.0
+        self._running = 1.0  # share of recent steps with a flight phase
         self._evidence_scale = 0.0
         self._period: float | None = None
         self._history = np.zeros((0, _COLUMNS))
         self._history_start = 0
         self._pending: list[_PendingStep] = []
+        self._envelopes = [0.0, 0.0]
+        self._envelope_t = [0.0, 0.0]
         self._restart_segment()
-        self._envelope = 0.0
-        self._envelope_t = 0.0
 
     def _restart_segment(self) -> None:
         """Restart the fast filters and the peak search (start or data gap)."""
         self._zi: FloatArray | None = None
-        self._tail_v = np.zeros(0)
-        self._tail_d = np.zeros(0)
-        self._last_min: tuple[int, float] | None = None
+        for stream in self._streams:
+            stream.reset()
         self._last_step_t: float | None = None
-        self._held: _HeldStep | None = None
         self._pending.clear()
         self._chain.restart()
 
@@ -268,19 +356,23 @@ class PelvisContactDetector:
         t = np.asarray(block.t, dtype=np.float64)
         acc = _finite_or_zero(np.asarray(block.acc, dtype=np.float64))
         gyr = None if block.gyr is None else _finite_or_zero(np.asarray(block.gyr, float))
-        jumps = np.flatnonzero(np.diff(t) > _GAP_SAMPLES / self._rate) + 1
-        events: list[GaitEvent] = []
-        for start, stop in zip(
-            np.concatenate(([0], jumps)), np.concatenate((jumps, [n])), strict=True
-        ):
-            if self._last_t is not None and t[start] - self._last_t > _GAP_SAMPLES / self._rate:
-                self._restart_segment()
-            events.extend(
-                self._segment(
+        limit = _GAP_SAMPLES / self._rate
+        if self._last_t is not None and t[0] - self._last_t > limit:
+            self._restart_segment()
+        jumps = np.flatnonzero(np.diff(t) > limit) + 1 if n > 1 else np.zeros(0, np.intp)
+        if jumps.size == 0:
+            events = self._segment(t, acc, gyr)
+        else:
+            events = []
+            edges = [0, *jumps.tolist(), n]
+            for k in range(len(edges) - 1):
+                start, stop = edges[k], edges[k + 1]
+                if k > 0:
+                    self._restart_segment()
+                events += self._segment(
                     t[start:stop], acc[start:stop], None if gyr is None else gyr[start:stop]
                 )
-            )
-            self._last_t = float(t[stop - 1])
+        self._last_t = float(t[-1])
         return events
 
     # --- per segment (no gap inside) -------------------------------------------------------
@@ -290,12 +382,12 @@ class PelvisContactDetector:
         if self._start_t is None:
             self._start_t = float(t[0])
         up, g = self._gravity.update(acc)
-        vertical, horizontal = split_vertical(acc, up, g)
         if self._zi is None:
-            self._zi = self._zi_unit * vertical[0]
-        filtered, self._zi = signal.sosfilt(self._sos, vertical, zi=self._zi)
+            self._zi = self._zi_unit * acc[0]
+        filtered, self._zi = signal.lfilter(self._b, self._a, acc, axis=0, zi=self._zi)
+        vertical, horizontal = split_vertical(filtered, up, g)
         rows = np.zeros((n, _COLUMNS))
-        rows[:, _V] = filtered
+        rows[:, _V] = vertical
         rows[:, _H] = horizontal
         rows[:, _UP] = up
         if gyr is not None:
@@ -303,133 +395,102 @@ class PelvisContactDetector:
             rows[:, _HAS_GYR] = 1.0
         self._history = np.concatenate((self._history, rows))
 
-        tail = self._tail_v.size
-        ext_v = np.concatenate((self._tail_v, filtered))
-        ext_d = np.concatenate((self._tail_d, np.zeros(n)))
-        self._jerk(ext_v, ext_d, tail)
-        base = self._index - tail  # global index of ext position 0
         events: list[GaitEvent] = []
-        peaks, minima = self._extrema(ext_d, 1)
-        for m in peaks.tolist():
-            decision = base + m + 1
-            self._resolve_pending(decision)
-            before = minima[minima < m]
-            if before.size:
-                last_min: tuple[int, float] | None = (
-                    base + int(before[-1]),
-                    float(ext_v[before[-1]]),
-                )
-            else:
-                last_min = self._last_min
-            t_decision = float(t[decision - self._index])
-            event = self._candidate(
-                base + m, float(ext_v[m]), float(ext_d[m]), last_min, t_decision
+        start = 0
+        while start < n:
+            first = self._index + start
+            if first > 0 and first % self._axis_every == 0:
+                self._update_axis(first)
+            stop = min(n, start + self._axis_every - first % self._axis_every)
+            events += self._piece(
+                first, t[start:stop], vertical[start:stop], horizontal[start:stop]
             )
-            if event is not None:
-                events.append(event)
-        if minima.size:
-            self._last_min = (base + int(minima[-1]), float(ext_v[minima[-1]]))
+            start = stop
         self._index += n
-        released = self._release(self._index)
-        if released is not None:
-            events.append(released)
         self._resolve_pending(self._index)
-        self._tail_v = ext_v[-2:].copy()
-        self._tail_d = ext_d[-2:].copy()
         excess = self._history.shape[0] - self._history_len
         if excess > 0:
             self._history = self._history[excess:].copy()
             self._history_start += excess
         return events
 
-    def _jerk(self, ext_v: FloatArray, ext_d: FloatArray, start: int) -> None:
-        """Fill the derivative of the low-passed vertical acceleration (m/s³) from ``start``."""
-        if start == 0:
-            ext_d[:1] = 0.0
-            start = 1
-        ext_d[start:] = (ext_v[start:] - ext_v[start - 1 : -1]) * self._rate
+    def _update_axis(self, index: int) -> None:
+        """Refresh the forward axis at global sample ``index`` (a multiple of the period)."""
+        self._resolve_pending(index)
+        up = self._history[index - 1 - self._history_start, _UP]
+        axis = self._forward.update_axis(up, running=self._running > 0.5)
+        # The forward signal is followed only where walking steps are near (it costs time).
+        self._scan_forward = axis is not None and self._running <= SCAN_FORWARD_BELOW
+        if axis is not None:
+            self._axis = axis
+            self._left = left_axis(up, axis)
 
-    @staticmethod
-    def _extrema(ext_d: FloatArray, first: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """Jerk peaks (candidates) and minima of the contact signal at ext positions >= first.
+    def _piece(
+        self, first: int, t: FloatArray, vertical: FloatArray, horizontal: FloatArray
+    ) -> list[GaitEvent]:
+        """Judge the candidates of both signals in time order over samples with one axis.
 
-        A position p needs ext_d[p - 1] and ext_d[p + 1], so 1 <= p <= len - 2.
+        ``first`` is the global index of the first sample.
         """
-        first = max(first, 1)
-        if ext_d.size < first + 2:
-            empty = np.zeros(0, dtype=np.intp)
-            return empty, empty
-        centre = ext_d[first:-1]
-        left = ext_d[first - 1 : -2]
-        right = ext_d[first + 1 :]
-        peaks = np.flatnonzero((centre > left) & (centre >= right) & (centre > MIN_SLOPE)) + first
-        minima = np.flatnonzero((centre <= 0.0) & (right > 0.0)) + first
-        return peaks, minima
+        # A candidate below SLOPE_FRACTION x the lowest envelope over these samples can neither
+        # be a step nor raise the envelope: leave it out early.
+        t_end = float(t[-1])
+        floors = [SLOPE_FRACTION * self._reference(k, t_end) for k in (_VERTICAL, _FORWARD)]
+        candidates = self._streams[_VERTICAL].scan(vertical, first, floors[_VERTICAL])
+        if not self._scan_forward or self._axis is None:
+            self._streams[_FORWARD].reset()
+        else:
+            a = self._axis
+            backward = -(
+                horizontal[:, 0] * a[0] + horizontal[:, 1] * a[1] + horizontal[:, 2] * a[2]
+            )
+            more = self._streams[_FORWARD].scan(backward, first, floors[_FORWARD])
+            if more:
+                candidates = sorted(candidates + more, key=lambda c: (c.decision, c.stream))
+        events: list[GaitEvent] = []
+        for candidate in candidates:
+            self._resolve_pending(candidate.decision)
+            event = self._judge(candidate, float(t[candidate.decision - first]))
+            if event is not None:
+                events.append(event)
+        return events
 
-    def _candidate(
-        self,
-        index: int,
-        value: float,
-        slope: float,
-        last_min: tuple[int, float] | None,
-        t_decision: float,
-    ) -> GaitEvent | None:
-        """Judge one jerk peak; return the held step that this peak's arrival released."""
+    def _walking(self) -> bool:
+        """Walking steps are timed on the forward signal (once its axis is known)."""
+        return self._axis is not None and self._running <= 0.5
+
+    def _judge(self, candidate: _Candidate, t_decision: float) -> GaitEvent | None:
+        """Judge one slope peak; return the step it starts, if any."""
         t_peak = t_decision - 1.0 / self._rate
-        released = None
-        if self._held is not None and index >= self._held.expiry:
-            released = self._release()
-        reference = self._reference(t_peak)
-        self._envelope = max(
-            slope, self._envelope * math.exp(-(t_peak - self._envelope_t) / ENVELOPE_TAU_S)
-        )
-        self._envelope_t = t_peak
+        stream = candidate.stream
+        reference = self._reference(stream, t_peak)
+        if candidate.slope > reference:
+            self._envelopes[stream] = candidate.slope
+            self._envelope_t[stream] = t_peak
         assert self._start_t is not None
-        if t_peak - self._start_t < WARM_UP_S:
-            return released
-        if self._held is not None:
-            if slope > self._held.slope:
-                self._held = self._hold(index, value, slope, last_min, t_peak)
-            return released
-        if self._last_step_t is not None and t_peak - self._last_step_t < self._refractory():
-            return released
-        if slope < SLOPE_FRACTION * reference or last_min is None:
-            return released
-        if value - last_min[1] < MIN_RISE:
-            return released
-        self._held = self._hold(index, value, slope, last_min, t_peak)
-        return released
-
-    def _hold(
-        self,
-        index: int,
-        value: float,
-        slope: float,
-        last_min: tuple[int, float] | None,
-        t_peak: float,
-    ) -> _HeldStep:
-        rise = 0.0 if last_min is None else value - last_min[1]
-        since_min = MAX_ONSET_S if last_min is None else (index - last_min[0]) / self._rate
-        onset_s = min(max(rise, 0.0) / slope, since_min, MAX_ONSET_S)
-        return _HeldStep(index, slope, onset_s, t_peak, index + self._lookahead)
-
-    def _release(self, index_limit: int | None = None) -> GaitEvent | None:
-        """Report the held step (its look-ahead has expired)."""
-        held = self._held
-        if held is None or (index_limit is not None and held.expiry >= index_limit):
+        if t_peak - self._start_t < WARM_UP_S or (stream == _FORWARD) != self._walking():
             return None
-        self._held = None
-        t_ic = held.t_peak - held.onset_s - self._delay_s
-        ic_index = held.index - round((held.onset_s + self._delay_s) * self._rate)
-        parity = self._step_parity(held.t_peak)
-        self._last_step_t = held.t_peak
-        self._pending.append(_PendingStep(ic_index, parity, self._chain.chain))
-        t_detected = held.t_peak + self._lookahead / self._rate
-        return GaitEvent(t_ic, t_detected, EventKind.INITIAL_CONTACT, self._chain.side_of(parity))
+        if self._last_step_t is not None and t_peak - self._last_step_t < self._refractory():
+            return None
+        last_min = candidate.last_min
+        if candidate.slope < SLOPE_FRACTION * reference or last_min is None:
+            return None
+        rise = candidate.value - last_min[1]
+        if rise < MIN_RISE:
+            return None
+        since_min = (candidate.index - last_min[0]) / self._rate
+        onset_s = min(rise / candidate.slope, since_min, MAX_ONSET_S)
+        t_ic = t_peak - onset_s - self._delay_s
+        ic_index = candidate.index - round((onset_s + self._delay_s) * self._rate)
+        parity = self._step_parity(t_peak)
+        self._last_step_t = t_peak
+        self._pending.append(_PendingStep(ic_index, parity, self._chain.chain, stream == _FORWARD))
+        side = self._chain.side_of(parity)
+        return GaitEvent(t_ic, t_decision, EventKind.INITIAL_CONTACT, side)
 
-    def _reference(self, t: float) -> float:
-        """Envelope of all candidate jerks (decaying max), m/s³, at time ``t``."""
-        return self._envelope * math.exp(-(t - self._envelope_t) / ENVELOPE_TAU_S)
+    def _reference(self, stream: int, t: float) -> float:
+        """Envelope of a signal's candidate slopes (decaying max), m/s³, at time ``t``."""
+        return self._envelopes[stream] * math.exp(-(t - self._envelope_t[stream]) / ENVELOPE_TAU_S)
 
     def _refractory(self) -> float:
         floor = 0.9 * self._min_step_s
@@ -455,44 +516,50 @@ class PelvisContactDetector:
             self._chain.restart()
         return self._chain.parity
 
-    # --- side evidence ---------------------------------------------------------------------
+    # --- step-locked evidence: gait, forward axis, side ------------------------------------
 
     def _resolve_pending(self, available: int) -> None:
-        """Use the side windows of the pending steps that end before sample ``available``."""
+        """Use the windows of the pending steps that end before sample ``available``."""
         while self._pending and self._pending[0].ic_index + self._window_end <= available:
             step = self._pending.pop(0)
-            start = step.ic_index + self._window_start - self._history_start
-            if start < 0 or step.chain != self._chain.chain:
+            ic_row = step.ic_index - self._history_start
+            if ic_row + self._window_start < 0 or step.chain != self._chain.chain:
                 continue
-            self._step_evidence(step, start - self._window_start)
+            self._step_evidence(step, ic_row)
 
     def _step_evidence(self, step: _PendingStep, ic_row: int) -> None:
         hist = self._history
-        first, last = self._template_idx[0][0], self._template_idx[-1][1]
-        sums = np.add.reduceat(hist[ic_row + first : ic_row + last, _H], self._template_offsets)
-        template = sums / self._template_lengths[:, None]
-        flight = float(hist[ic_row - self._flight_len : ic_row + 1, _V].min())
+        first = ic_row + self._template_first
+        sums = np.add.reduceat(
+            hist[first : first + self._template_span, _H], self._template_offsets
+        )
+        self._forward.add_step(sums / self._template_lengths)
+        flight = hist[ic_row - self._flight_len : ic_row + 1, _V].min()
         is_flight = 1.0 if flight < FLIGHT_LEVEL_G * STANDARD_GRAVITY else 0.0
-        self._flight += 0.2 * (is_flight - self._flight)
-        self._forward.add_step(template, running=self._flight > 0.5)
-        up = hist[ic_row, _UP]
-        forward = self._forward.forward(up)
-        if forward is None:
+        self._running += GAIT_SMOOTHING * (is_flight - self._running)
+        axis = self._axis
+        if axis is None:
             return
-        window = hist[ic_row : ic_row + self._side_len]
-        if window[:, _HAS_GYR].all():
-            evidence = -float(window[:, _GYR].mean(axis=0) @ forward)
+        running = not step.walking and self._running > 0.5
+        has_gyro = hist[ic_row, _HAS_GYR] > 0.0
+        if has_gyro:
+            start, stop = self._windows[0 if running else 1]
+            rate = hist[ic_row + start : ic_row + stop, _GYR].sum(axis=0) / (stop - start)
+            evidence = -float(rate[0] * axis[0] + rate[1] * axis[1] + rate[2] * axis[2])
             floor = GYRO_EVIDENCE_FLOOR
         else:
-            lateral = float(window[:, _H].mean(axis=0) @ left_axis(up, forward))
-            evidence = -lateral if self._flight > 0.5 else lateral
+            start, stop = self._windows[0 if running else 2]
+            mean = hist[ic_row + start : ic_row + stop, _H].sum(axis=0) / (stop - start)
+            left = self._left
+            lateral = float(mean[0] * left[0] + mean[1] * left[1] + mean[2] * left[2])
+            evidence = -lateral if running else lateral
             floor = ACC_EVIDENCE_FLOOR
         if self._evidence_scale == 0.0:
             self._evidence_scale = abs(evidence)
         else:
             self._evidence_scale += 0.1 * (abs(evidence) - self._evidence_scale)
-        normalised = float(np.clip(evidence / max(self._evidence_scale, floor), -2.0, 2.0))
-        self._chain.add(step.parity, normalised)
+        normalised = evidence / max(self._evidence_scale, floor)
+        self._chain.add(step.parity, min(2.0, max(-2.0, normalised)))
 
 
 def _finite_or_zero(values: FloatArray) -> FloatArray:

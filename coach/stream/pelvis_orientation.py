@@ -19,9 +19,10 @@ Pipeline per sample (design.md section 3):
    turn the rotation angle carries the turn itself (up to ~140° in a U-turn). The wearer is
    ``turning`` while the yaw rate, low-passed at ``TURN_HZ`` (below the stride frequency, which
    removes the pelvis's own rotation oscillation), exceeds ``TURN_RATE_DEG_S`` (a 90° corner in
-   under ~4 s; a 400-m track bend at 6 m/s stays below it), or while that low-passed yaw is more
-   than ``TURN_OFFSET_DEG`` away from the heading (the heading still catching up after the turn),
-   and for ``TURN_HOLD_S`` afterwards. Rotation is invalid (NaN) while turning, and so is
+   under ~4 s; a 400-m track bend at 6 m/s stays below it), or while the yaw is more than
+   ``TURN_OFFSET_DEG`` away from the heading (beyond the ±5–10° of the pelvis's own rotation:
+   the turn has begun, or the heading is still catching up after it), and for ``TURN_HOLD_S``
+   afterwards. Rotation is invalid (NaN) while turning, and so is
    ``valid`` (per-stance metrics); obliquity and tilt are not: with the Z-X'-Y'' sequence they are
    taken from the z row of ``R_rel``, which ``Rz(-heading)`` leaves unchanged, so they do not
    depend on the heading at all (``obliquity_valid``).
@@ -39,9 +40,10 @@ Pure streaming: all filters carry their state across blocks (chunking invariant,
 memory O(1). The per-block work is a fixed number of vectorised numpy operations and compiled
 filter calls (see :func:`coach.stream.mount.sos_filter_inplace`), so a live block of a few samples
 costs a fraction of a millisecond. A data gap (time jump) restarts VQF (keeping its gyro bias
-estimate), the heading and the vertical filters; the angles are invalid until the heading has run for half of
-``DetectionConfig.calibration_s`` (also after the first mount calibration). On rbds001 the first
-valid sample is at ~6 s (4 s of moving data for the mount, 2 s for the heading).
+estimate), the heading and the vertical filters; the angles are invalid until the heading has
+run for half of ``DetectionConfig.calibration_s`` (also after the first mount calibration). On
+rbds001 the first valid sample is at ~6 s (4 s of moving data for the mount, 2 s for the
+heading).
 """
 
 from __future__ import annotations
@@ -70,9 +72,9 @@ BoolArray = NDArray[np.bool_]
 
 HEADING_HZ = 0.1  # cut-off of the heading low-pass, Hz (stride frequency ≥ 0.7 Hz)
 VERTICAL_HP_HZ = 0.3  # high-pass of the vertical integration, Hz (step frequency ≥ 1.4 Hz)
-TURN_HZ = 0.4  # low-pass of yaw and yaw rate for turn detection, Hz (below stride frequency)
+TURN_HZ = 0.4  # low-pass of the yaw rate for turn detection, Hz (below stride frequency)
 TURN_RATE_DEG_S = 20.0  # low-passed yaw rate above which the wearer is turning, °/s
-TURN_OFFSET_DEG = 20.0  # low-passed yaw this far from the heading: heading still catching up, °
+TURN_OFFSET_DEG = 25.0  # yaw this far from the heading: turning, or heading catching up, °
 TURN_HOLD_S = 0.5  # turning lasts this long after the conditions clear, s
 _TWO_PI = 2.0 * np.pi
 
@@ -122,14 +124,19 @@ def _matrices(q: FloatArray) -> FloatArray:
 
     ``R = (2w² - 1) I + 2 u uᵀ + 2 w [u]×`` with ``u = (x, y, z)``.
     """
-    n = q.shape[1]
-    products = q[:, None, :] * q[None, :, :]  # (4, 4, n)
-    r = 2.0 * products[1:, 1:]
-    flat = r.reshape(9, n)
-    flat[0::4] += 2.0 * products[0, 0] - 1.0
-    w_u = 2.0 * products[0, 1:]  # 2w·(x, y, z)
-    flat[[1, 5, 6]] -= w_u[[2, 0, 1]]  # R01 -= 2wz, R12 -= 2wx, R20 -= 2wy
-    flat[[3, 7, 2]] += w_u[[2, 0, 1]]  # R10 += 2wz, R21 += 2wx, R02 += 2wy
+    q2 = 2.0 * q
+    r = q2[1:, None, :] * q[None, 1:, :]  # 2 u uᵀ, (3, 3, n)
+    w_u = q2[0] * q[1:]  # 2w·(x, y, z)
+    diagonal = q2[0] * q[0] - 1.0
+    r[0, 0] += diagonal
+    r[1, 1] += diagonal
+    r[2, 2] += diagonal
+    r[0, 1] -= w_u[2]
+    r[1, 0] += w_u[2]
+    r[1, 2] -= w_u[0]
+    r[2, 1] += w_u[0]
+    r[2, 0] -= w_u[1]
+    r[0, 2] += w_u[1]
     return r
 
 
@@ -284,7 +291,7 @@ class PelvisTracker:
         heading, settled, turning = self._heading(t, yaw, calibrated)
         obliquity_valid = calibrated & settled
         valid = obliquity_valid & ~turning
-        obliquity = -np.degrees(np.arcsin(np.clip(b2e[2, 1], -1.0, 1.0)))
+        obliquity = -np.degrees(np.arcsin(np.minimum(np.maximum(b2e[2, 1], -1.0), 1.0)))
         rotation = np.degrees(_wrap(np.arctan2(-b2e[0, 1], b2e[1, 1]) - heading))
         tilt = np.degrees(np.arctan2(-b2e[2, 0], b2e[2, 2]))
         if not valid.all():
@@ -351,19 +358,21 @@ class PelvisTracker:
         step[0] = yaw[0] - self._yaw_raw
         np.subtract(yaw[1:], yaw[:-1], out=step[1:])
         step = _wrap(step)
-        turn = np.empty((2, n))  # low-passed unwrapped yaw, low-passed yaw rate
+        turn = np.empty((2, n))  # unwrapped yaw, yaw rate (the latter then low-passed)
         np.multiply(step, self.rate_hz, out=turn[1])
         # cumulative sum seeded with the carried value: same additions whatever the blocks
         step[0] += self._yaw_unwrapped
-        np.cumsum(step, out=turn[0])
+        np.add.accumulate(step, out=turn[0])
         heading = turn[0][None].copy()
         sos_filter_inplace(self._sos_heading, heading, self._zi_heading)
         self._yaw_raw = float(yaw[-1])
         self._yaw_unwrapped = float(turn[0, -1])
+        lagging = np.abs(turn[0] - heading[0]) > self._turn_offset
         sos_filter_inplace(self._sos_turn, turn, self._zi_turn)
-        turn_now = (np.abs(turn[1]) > self._turn_rate) | (
-            np.abs(turn[0] - heading[0]) > self._turn_offset
-        )
-        settled = self._heading_age + np.arange(1, n + 1) >= self._settle_n
+        turn_now = lagging | (np.abs(turn[1]) > self._turn_rate)
+        if self._heading_age >= self._settle_n:
+            settled = np.ones(n, bool)
+        else:
+            settled = self._heading_age + np.arange(1, n + 1) >= self._settle_n
         self._heading_age += n
         return heading[0], settled, np.where(turn_now, t, -np.inf)

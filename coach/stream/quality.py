@@ -114,14 +114,18 @@ class SaturationDetector:
 
     def _clipped(self, key: str, values: FloatArray, limit: float) -> np.ndarray:
         """Samples equal to the two before them, at the axis's running peak and above limit."""
-        history = np.vstack((self._last.get(key, np.full((2, 3), np.nan)), values))
         magnitude = np.abs(values)
-        peak = np.maximum.accumulate(
-            np.vstack((self._peak.get(key, np.zeros(3)), magnitude)), axis=0
-        )[1:]
+        previous_peak = self._peak.get(key, np.zeros(3))
+        history = np.vstack((self._last.get(key, np.full((2, 3), np.nan)), values))
         self._last[key] = history[-2:].copy()
-        self._peak[key] = peak[-1].copy()
+        block_peak = magnitude.max(axis=0)
+        self._peak[key] = np.maximum(previous_peak, block_peak)
+        if not np.any(block_peak >= limit):
+            return np.zeros(values.shape[0], dtype=bool)
         plateau = (values == history[1:-1]) & (values == history[:-2])
+        if not plateau.any():
+            return np.zeros(values.shape[0], dtype=bool)
+        peak = np.maximum.accumulate(np.vstack((previous_peak, magnitude)), axis=0)[1:]
         same = plateau & (magnitude >= limit) & (magnitude >= peak)
         result: np.ndarray = same.any(axis=1)
         return result

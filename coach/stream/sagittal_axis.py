@@ -1,12 +1,12 @@
 """Self-calibrating sagittal angular velocity of a shank or foot sensor clipped on at any angle.
 
 The sagittal (mediolateral) axis is the dominant axis of angular velocity during gait: it is
-found as the principal component of the gyroscope over the last few strides (``window_s``),
+found as the principal component of the gyroscope over the last few strides (``window_s``). It is
 recomputed every ``update_every_s`` until the first decision and while the axis or the swing
-amplitude is still changing (> 10 % or > 5° between recomputations, e.g. when the gait starts or
-the pace changes), and every ``refresh_every_s`` once settled, at fixed sample counts (so the result never depends on how samples are split into blocks),
-and refined slowly as the run goes on. Standing still or noise
-(no dominant axis) leaves the axis unchanged.
+amplitude is still changing (> 5° or > 10 % between recomputations, e.g. when the gait starts or
+the pace changes), and every ``refresh_every_s`` once settled. Recomputations happen at fixed
+sample counts, so the result never depends on how samples are split into blocks. Standing still
+or noise (no dominant axis) leaves the axis unchanged.
 
 Its sign is fixed from the gait pattern, with the convention that the output is POSITIVE while
 the segment swings forward (shank: foot moving forward at mid-swing; foot: toes lifting), as in

@@ -14,13 +14,15 @@ search is vectorised: numpy finds where each running extremum is confirmed, and 
 machine runs only over those few confirmations and over the rises through the swing level (a
 handful per stride), never per sample.
 
-Initial contact (IC) is refined with the accelerometer: the foot strike is the onset of the rise
-of the specific-force magnitude |a| (the impact, tens of m/s² within 10–30 ms on a skin-mounted
-shank IMU; Mitschke et al. 2017 and Purcell et al. 2006 time foot strike from this rise), searched
-between the end of the forward swing (ω falling through zero: swing-limb retraction precedes
-contact) and the contact minimum of ω. The onset is the last local minimum of |a| before its
-steepest rise. Without such a rise (accelerometer missing or flat), IC is the contact minimum.
-Delay: the time ω takes to confirm the minimum (~10–25 ms); the refinement adds none.
+Initial contact (IC) is refined with the accelerometer: the foot strike is the steepest rise of
+the specific-force magnitude |a| (the impact: tens of m/s² within 10–30 ms on a skin-mounted
+shank IMU; foot-strike detectors time it from this rise of the tibial acceleration, Purcell et al.
+2006, Mitschke et al. 2017), searched between the end of the forward swing (ω falling through
+zero: the swing limb retracts before contact) and the contact minimum of ω, at most
+``IMPACT_SEARCH_S`` back. Without such a rise (flat or missing accelerometer) IC is the contact
+minimum of ω, which follows the force-plate contact by ~15–30 ms in running (Purcell et al. 2006
+report +17 ms). The refinement adds no delay: the decision is still taken when the contact
+minimum is confirmed (~10–25 ms after it).
 
 Toe-off (TO):
 
@@ -33,15 +35,17 @@ Toe-off (TO):
   negative d²ω/dt², on ω smoothed over 20 ms) between the late-stance maximum of ω — where the
   shank stops rotating over the planted foot (Schmidt et al. 2016; Mo & Chow 2018 time running
   TO near this maximum) — and the pre-swing minimum. The switch is driven by the signal: the
-  running form is used only when the stance it implies (IC to that onset) is shorter than 45 %
-  of the stride, i.e. when a flight phase exists (stance < 50 % of the stride).
+  running form is used only when ω rebounds during stance above its contact minimum by at least
+  30 % of the mid-swing peak (``RUNNING_REBOUND``; the shank stays near its contact minimum over
+  a walking stance) and the stance it implies (IC to that onset) is shorter than
+  45 % of the stride, i.e. a flight phase exists (stance < 50 % of the stride).
 
 TO is emitted when ω rises through the swing level on its way to the mid-swing peak, so its
 delay is long (≈ 0.1–0.3 s) and irrelevant for cues.
 
 Gates against spurious contacts: mid-swing peaks closer than the shortest stride allowed by
-``DetectionConfig.max_cadence_spm`` are one swing; an IC needs a swing of at least
-``MIN_SWING_S`` and a mid-swing peak above ``MIN_PEAK_FRACTION`` of the running median of the last
+``DetectionConfig.max_cadence_spm`` are one swing; an IC needs a swing of at least 60 % of a step
+at that cadence and a mid-swing peak above ``MIN_PEAK_FRACTION`` of the running median of the last
 accepted peaks (swing wiggles and turning steps are smaller); an IC not found within the
 longest stride (``min_cadence_spm``) is given up.
 
@@ -63,10 +67,6 @@ from coach.types import EventKind, FloatArray, GaitEvent, SampleBlock, Side
 #: A step in time longer than this many sample periods is a gap (alignment-stage contract).
 GAP_SAMPLES = 1.5
 
-#: Shortest time from the rise into swing to initial contact, s (swing lasts >= ~0.3 s even in
-#: sprinting); wiggles of the swing lobe before it are not contacts.
-MIN_SWING_S = 0.15
-
 #: Smallest mid-swing peak accepted, rad/s (slow walking still exceeds ~2 rad/s).
 MIN_SWING_PEAK_RAD_S = 1.0
 
@@ -76,11 +76,20 @@ MIN_PEAK_FRACTION = 0.4
 #: Longest look-back of the IC refinement before the contact minimum of ω, s.
 IMPACT_SEARCH_S = 0.06
 
+#: Smallest rise of |a| across the steepest rise that counts as an impact, m/s² (0.3 g; a
+#: foot strike raises the shank's |a| by 1-10 g, sensor noise by a few tenths of a m/s²).
+IMPACT_MIN_RISE_M_S2 = 3.0
+
 #: Smoothing of ω before the curvature search for running toe-off, s.
 TOE_OFF_SMOOTH_S = 0.02
 
 #: A stance shorter than this fraction of the stride means a flight phase exists (running).
 RUNNING_DUTY_FACTOR = 0.45
+
+#: In running, ω rebounds during stance from the contact minimum to about zero (knee flexion then
+#: extension under the body); in walking it stays near the contact minimum while the shank rolls
+#: over the foot. Running form needs a rebound of this fraction of the mid-swing peak.
+RUNNING_REBOUND = 0.3
 
 #: Samples processed per vectorised pass (bounds the cost of long blocks).
 CHUNK = 512
@@ -131,6 +140,11 @@ class ShankContactDetector:
         self._gap_s = GAP_SAMPLES / rate_hz
         self._min_stride_s = 0.75 * 120.0 / config.max_cadence_spm
         self._max_stride_s = 120.0 / config.min_cadence_spm
+        # a foot swings for longer than one step at the fastest cadence (swing > step when
+        # running with a flight phase); from the rise into swing (ω through half the swing
+        # level) to contact at least 60 % of that remains (0.15 s at 240 spm); earlier minima
+        # are swing wiggles
+        self._min_swing_s = 0.6 * 60.0 / config.max_cadence_spm
         self._swing_fraction = swing_fraction
         self._hysteresis_fraction = hysteresis_fraction
         self._refine = refine_with_impact
@@ -166,7 +180,8 @@ class ShankContactDetector:
         self._awaiting_ic = False
         self._last_ic_t = -math.inf
         self._ic_idx = -1  # contact minimum of the last IC
-        self._rise_t = -math.inf  # first rise above the swing level since the last IC
+        self._ic_rebound_needed = math.inf  # late-stance ω that marks a running stance
+        self._rise_t = -math.inf  # first rise into swing (half the swing level) since the last IC
         self._stride_s = math.nan
 
     # ------------------------------------------------------------------ streaming
@@ -235,16 +250,21 @@ class ShankContactDetector:
         seeking_max = self._seeking_max  # search state at the start of the chunk
         extrema = self._extrema(w, delta, base)
         previous = np.concatenate(([self._prev], w[:-1]))
-        crossing = (previous < level) & (w >= level)
-        rises = np.flatnonzero(crossing).tolist() if crossing.any() else []
         self._prev = float(w[-1])
+        # rises into swing (half the swing level) and through the swing level, in sample order
+        marks: list[tuple[int, bool]] = []
+        for through_level, threshold in ((False, 0.5 * level), (True, level)):
+            crossing = (previous < threshold) & (w >= threshold)
+            if crossing.any():
+                marks += [(int(i), through_level) for i in np.flatnonzero(crossing)]
+        marks.sort()
         # state machine over the few decisions, in sample order (extremum before rise)
-        ri = 0
+        mi = 0
         for ext in extrema:
             pos = ext.confirmed_at - base
-            while ri < len(rises) and rises[ri] < pos:
-                self._on_rise(float(t[rises[ri]]), seeking_max, events)
-                ri += 1
+            while mi < len(marks) and marks[mi][0] < pos:
+                self._on_rise(float(t[marks[mi][0]]), marks[mi][1], seeking_max, events)
+                mi += 1
             seeking_max = not ext.is_max
             if ext.is_max:
                 self._on_max(ext, float(level[pos]))
@@ -252,8 +272,8 @@ class ShankContactDetector:
                 self._on_min(ext, float(t[pos]), float(amp[pos]), events)
                 if w[pos] >= level[pos]:
                     self._emit_toe_off(float(t[pos]), events)
-        for r in rises[ri:]:
-            self._on_rise(float(t[r]), seeking_max, events)
+        for pos, through_level in marks[mi:]:
+            self._on_rise(float(t[pos]), through_level, seeking_max, events)
 
     def _extrema(self, w: FloatArray, delta: FloatArray, base: int) -> list[_Extremum]:
         """Confirmed extrema (Billauer hysteresis) of one chunk, vectorised.
@@ -333,10 +353,13 @@ class ShankContactDetector:
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
-            elif value < self._swing_val - 0.5 * amplitude and t_min >= self._rise_t + MIN_SWING_S:
+            elif (
+                value < self._swing_val - 0.5 * amplitude
+                and t_min >= self._rise_t + self._min_swing_s
+            ):
                 self._awaiting_ic = False
                 self._peaks = [*self._peaks[-4:], self._swing_val]
-                t_ic = self._impact_onset(ext.index) if self._refine else math.nan
+                t_ic = self._impact_time(ext.index) if self._refine else math.nan
                 if math.isnan(t_ic):
                     t_ic = self._refined(ext)[0]
                 if math.isfinite(self._last_ic_t):
@@ -344,6 +367,7 @@ class ShankContactDetector:
                     self._stride_s = gap if gap <= self._max_stride_s else math.nan
                 self._last_ic_t = t_ic
                 self._ic_idx = ext.index
+                self._ic_rebound_needed = value + RUNNING_REBOUND * self._swing_val
                 self._last_min = None
                 self._to_done = False
                 events.append(GaitEvent(t_ic, now, EventKind.INITIAL_CONTACT, self.side))
@@ -353,9 +377,13 @@ class ShankContactDetector:
             if not math.isfinite(self._last_ic_t):
                 self._to_done = False
 
-    def _on_rise(self, now: float, seeking_max: bool, events: list[GaitEvent]) -> None:
-        if self._rise_t <= self._last_ic_t:
-            self._rise_t = now
+    def _on_rise(
+        self, now: float, through_level: bool, seeking_max: bool, events: list[GaitEvent]
+    ) -> None:
+        if not through_level:
+            if self._rise_t <= self._last_ic_t:
+                self._rise_t = now  # the swing starts
+            return
         if seeking_max:
             self._emit_toe_off(now, events)
 
@@ -366,8 +394,8 @@ class ShankContactDetector:
         t_to = self._toe_off_time(self._last_min)
         events.append(GaitEvent(t_to, now, EventKind.TOE_OFF, self.side))
 
-    def _impact_onset(self, i_min: int) -> float:
-        """Foot strike from the accelerometer: onset of the steepest rise of |a| before i_min.
+    def _impact_time(self, i_min: int) -> float:
+        """Foot strike from the accelerometer: steepest rise of |a| before i_min.
 
         Returns NaN when no rise is found (the caller keeps the gyroscope minimum).
         """
@@ -384,11 +412,10 @@ class ShankContactDetector:
             return math.nan
         slope = a[1:] - a[:-1]
         steepest = int(np.argmax(slope))
-        if slope[steepest] <= 0.0:
-            return math.nan
-        falling = np.flatnonzero(slope[:steepest] <= 0.0)
-        onset = int(falling[-1]) + 1 if falling.size else 0
-        return float(self._t[(lo + first + onset) % self._capacity])
+        if float(a[steepest + 1 :].max() - a[: steepest + 1].min()) < IMPACT_MIN_RISE_M_S2:
+            return math.nan  # no impact: noise, or a missing accelerometer
+        # the steepest rise lies between these two samples
+        return float(self._t[(lo + first + steepest) % self._capacity]) + 0.5 / self.rate_hz
 
     def _toe_off_time(self, pre_swing: _Extremum) -> float:
         """TO from the pre-swing minimum (foot, walking) or the swing-acceleration onset."""
@@ -401,6 +428,8 @@ class ShankContactDetector:
             return t_min
         w = self._history(self._w, lo, hi + 1)
         top = int(np.argmax(w))  # late-stance maximum: the shank stops rotating over the foot
+        if w[top] < self._ic_rebound_needed:
+            return t_min  # no running stance rebound: walking
         half = self._smooth_n // 2
         kernel = np.full(2 * half + 1, 1.0 / (2 * half + 1))
         smooth = np.convolve(w, kernel, mode="same")
@@ -420,7 +449,7 @@ class ShankContactDetector:
             if den > 0.0:
                 shift = min(0.5, max(-0.5, 0.5 * (c0 - c2) / den))
         j = inner.start + k
-        t_knee = float(self._t[(lo + j) % self._capacity]) + shift / self.rate_hz
+        t_knee = float(self._t[(lo + j) % self._capacity]) + float(shift) / self.rate_hz
         stance = t_knee - self._last_ic_t
         if 0.0 < stance < RUNNING_DUTY_FACTOR * self._stride_s:
             return t_knee

@@ -15,11 +15,16 @@ full mount calibration:
   step-locked horizontal acceleration. The fore-aft acceleration of the trunk repeats with
   every step while the mediolateral one alternates sign between left and right steps, so in
   the step-locked average (both sides pooled) only the fore-aft pattern survives; its principal
-  axis is the fore-aft axis. The sign comes from braking: in walking and in running the
-  forward acceleration drops sharply at initial contact (Zijlstra & Hof 2003, walking: peak
-  forward acceleration just before contact, then deceleration; Lee et al. 2010, running: peak
-  fore-aft deceleration just after contact), and early stance brakes while late stance
-  propels. Left is then ``up x forward``.
+  axis is the fore-aft axis. The sign comes from braking at initial contact:
+
+  - running: the forward acceleration drops across initial contact and early stance brakes
+    while late stance propels (Lee et al. 2010: peak fore-aft deceleration just after contact);
+  - walking: the forward acceleration of the lower trunk rises slowly through swing to a peak
+    just before heel strike and then drops sharply (Zijlstra & Hof 2003), so the steepest
+    slope of the step-locked forward pattern is a fall. This holds wherever in the step the
+    template is locked, so a sign decided this way does not depend on the contact timing.
+
+  Left is then ``up x forward``.
 
 Both are pure and causal; numbers are SI (m/s², s, Hz).
 """
@@ -27,6 +32,7 @@ Both are pure and causal; numbers are SI (m/s², s, Hz).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import signal
 
 from coach.types import FloatArray
@@ -57,8 +63,10 @@ class GravityTracker:
     ) -> None:
         if not rate_hz > 0 or not 0 < cutoff_hz < rate_hz / 2 or settle_s < 0:
             raise ValueError("need rate_hz > 0, 0 < cutoff_hz < rate_hz / 2 and settle_s >= 0")
-        self._sos = signal.butter(2, cutoff_hz, fs=rate_hz, output="sos")
-        self._zi_unit = signal.sosfilt_zi(self._sos)[:, :, None]
+        # Transfer-function form: a 2nd-order section is exact enough and scipy's lfilter has a
+        # far smaller per-call cost than sosfilt (it matters for 4-sample live blocks).
+        self._b, self._a = signal.butter(2, cutoff_hz, fs=rate_hz)
+        self._zi_unit = signal.lfilter_zi(self._b, self._a)[:, None]
         self._settle_samples = max(1, round(settle_s * rate_hz))
         self.reset()
 
@@ -91,10 +99,10 @@ class GravityTracker:
                 self._zi = self._zi_unit * low[settling - 1]
         if settling < n:
             assert self._zi is not None
-            low[settling:], self._zi = signal.sosfilt(
-                self._sos, acc[settling:], axis=0, zi=self._zi
+            low[settling:], self._zi = signal.lfilter(
+                self._b, self._a, acc[settling:], axis=0, zi=self._zi
             )
-        g = np.sqrt(np.einsum("ij,ij->i", low, low))
+        g = np.sqrt(low[:, 0] ** 2 + low[:, 1] ** 2 + low[:, 2] ** 2)
         up = low / np.maximum(g, _MIN_GRAVITY_NORM)[:, None]
         return up, g
 
@@ -112,111 +120,141 @@ def split_vertical(acc: FloatArray, up: FloatArray, g: FloatArray) -> tuple[Floa
         horizontal component in the sensor frame, m/s², shape (n, 3).
 
     """
-    along = np.einsum("ij,ij->i", acc, up)
+    along = acc[:, 0] * up[:, 0] + acc[:, 1] * up[:, 1] + acc[:, 2] * up[:, 2]
     return along - g, acc - along[:, None] * up
 
 
-#: Sub-windows of the step-locked template, s relative to initial contact (start, stop).
-TEMPLATE_WINDOWS_S: tuple[tuple[float, float], ...] = (
-    (-0.06, -0.02),
-    (-0.02, 0.02),
-    (0.02, 0.06),
-    (0.06, 0.10),
-    (0.10, 0.14),
-    (0.14, 0.18),
-)
-#: Template windows compared for the braking sign: forward acceleration falls across initial
-#: contact (window 0 -> 2; Zijlstra & Hof 2003, strongest in walking) and, in running, the
-#: braking first part of stance is followed by propulsion (windows 1-3 -> 4-5).
-_BEFORE, _AFTER = 0, 2
-_EARLY, _LATE = slice(1, 4), slice(4, 6)
-#: The braking sign is averaged this many times more slowly than the template (a sign flip of
-#: the forward axis would swap every side).
-SIGN_SMOOTHING_RATIO = 0.2
+#: The step-locked template: bins of this width, s ...
+TEMPLATE_BIN_S = 0.02
+#: ... from this time before to this time after initial contact, s.
+TEMPLATE_SPAN_S = (-0.24, 0.24)
+#: Running sign evidence, s relative to initial contact: forward acceleration falls from
+#: before to after contact, and the first part of stance brakes while the later part propels.
+_BEFORE_S, _AFTER_S = (-0.06, -0.02), (0.02, 0.06)
+_EARLY_S, _LATE_S = (-0.02, 0.10), (0.10, 0.18)
+#: Walking: the steepest fall must be this much steeper than the steepest rise to flip the sign.
+WALKING_SIGN_MARGIN = 1.2
+
+
+def template_bins(rate_hz: float) -> tuple[int, NDArray[np.intp], FloatArray]:
+    """Sample layout of the template at ``rate_hz``.
+
+    Returns:
+        ``(first, offsets, lengths)``: offset of the first template sample from the contact
+        sample, the start of each bin relative to ``first`` (for ``np.add.reduceat``) and the
+        number of samples in each bin (at least one).
+
+    """
+    count = round((TEMPLATE_SPAN_S[1] - TEMPLATE_SPAN_S[0]) / TEMPLATE_BIN_S)
+    edges = [round((TEMPLATE_SPAN_S[0] + k * TEMPLATE_BIN_S) * rate_hz) for k in range(count + 1)]
+    for i in range(1, len(edges)):  # contiguous bins of at least one sample
+        edges[i] = max(edges[i], edges[i - 1] + 1)
+    starts = np.array(edges[:-1])
+    return edges[0], (starts - edges[0]).astype(np.intp), np.diff(edges).astype(float)
+
+
+def _bins_in(span: tuple[float, float]) -> slice:
+    first = round((span[0] - TEMPLATE_SPAN_S[0]) / TEMPLATE_BIN_S)
+    last = round((span[1] - TEMPLATE_SPAN_S[0]) / TEMPLATE_BIN_S)
+    return slice(first, last)
 
 
 class ForwardAxisEstimator:
     """Direction of travel in the sensor frame from step-locked horizontal acceleration.
 
     Feed one step at a time with :meth:`add_step`: the mean horizontal acceleration (m/s²,
-    sensor frame) in each of :data:`TEMPLATE_WINDOWS_S` around that step's initial contact.
-    The template is an exponential average over steps (``smoothing`` per step; the plain
-    mean of all steps until there are ``1 / smoothing``); the braking change that fixes the
-    sign is averaged :data:`SIGN_SMOOTHING_RATIO` times more slowly.
+    sensor frame) in each :data:`TEMPLATE_BIN_S` bin of :data:`TEMPLATE_SPAN_S` around that
+    step's initial contact (see :func:`template_bins`). The template is an exponential average
+    over steps (``smoothing`` per step; the plain mean of all steps until there are
+    ``1 / smoothing``). :meth:`update_axis` recomputes the axis from it - cheap (a 3 x 3
+    eigenproblem), meant to be called at fixed sample counts rather than per step - and
+    :attr:`axis` holds the result.
 
     Args:
         smoothing: weight of a new step in the template (0 < smoothing <= 1).
-        min_steps: steps needed before :attr:`forward` is reported.
+        min_steps: steps needed before an axis is reported.
 
     """
 
-    def __init__(self, smoothing: float = 0.1, min_steps: int = 6) -> None:
+    def __init__(self, smoothing: float = 0.1, min_steps: int = 4) -> None:
         if not 0 < smoothing <= 1 or min_steps < 1:
             raise ValueError("need 0 < smoothing <= 1 and min_steps >= 1")
         self._alpha = smoothing
         self._min_steps = min_steps
-        self._template = np.zeros((len(TEMPLATE_WINDOWS_S), 3))
-        self._braking = np.zeros(3)
-        self._steps = 0
+        count = round((TEMPLATE_SPAN_S[1] - TEMPLATE_SPAN_S[0]) / TEMPLATE_BIN_S)
+        self._template = np.zeros((count, 3))
+        self._braking = np.zeros(count)  # weights: braking = weights @ forward pattern
+        for span, sign in ((_AFTER_S, 1.0), (_BEFORE_S, -1.0), (_EARLY_S, 1.0), (_LATE_S, -1.0)):
+            bins = _bins_in(span)
+            self._braking[bins] += sign / (bins.stop - bins.start)
+        self.reset()
 
     def reset(self) -> None:
-        """Forget every step."""
+        """Forget every step and the axis."""
         self._template[:] = 0.0
-        self._braking = np.zeros(3)
         self._steps = 0
+        self._axis: FloatArray | None = None
 
     @property
     def steps(self) -> int:
         """Number of steps seen."""
         return self._steps
 
-    def add_step(self, window_means: FloatArray, running: bool = True) -> None:
-        """Add one step.
+    @property
+    def axis(self) -> FloatArray | None:
+        """Unit forward axis in the sensor frame from the last :meth:`update_axis`, or None."""
+        return self._axis
 
-        Args:
-            window_means: shape (len(TEMPLATE_WINDOWS_S), 3), m/s², sensor frame.
-            running: the step had a flight phase before it; the brake-then-propel contrast
-                of stance then adds to the sign evidence (in walking it is too weak).
-
-        """
-        if window_means.shape != self._template.shape or not np.isfinite(window_means).all():
+    def add_step(self, bin_means: FloatArray) -> None:
+        """Add one step: ``bin_means`` of shape (bins, 3), m/s², sensor frame."""
+        if bin_means.shape != self._template.shape or not np.isfinite(bin_means).all():
             return
         self._steps += 1
-        # Averages of all steps so far until 1/weight steps, exponential after that.
         alpha = max(1.0 / self._steps, self._alpha)
-        self._template += alpha * (window_means - self._template)
-        braking = window_means[_AFTER] - window_means[_BEFORE]
-        if running:
-            braking = braking + window_means[_EARLY].mean(axis=0) - window_means[_LATE].mean(axis=0)
-        self._braking += max(1.0 / self._steps, self._alpha * SIGN_SMOOTHING_RATIO) * (
-            braking - self._braking
-        )
+        self._template += alpha * (bin_means - self._template)
 
-    def forward(self, up: FloatArray) -> FloatArray | None:
-        """Unit forward axis in the sensor frame (orthogonal to ``up``), or None if unknown.
+    def update_axis(self, up: FloatArray, running: bool) -> FloatArray | None:
+        """Recompute :attr:`axis` (orthogonal to ``up``) from the template and return it.
 
         Args:
             up: current unit up vector, sensor frame.
+            running: the recent steps had a flight phase (selects the sign rule).
 
         """
         if self._steps < self._min_steps:
-            return None
-        horizontal = self._template - np.outer(self._template @ up, up)
-        centred = horizontal - horizontal.mean(axis=0)
-        _, singular, vt = np.linalg.svd(centred)
-        if singular[0] <= 0.0:
-            return None
-        axis: FloatArray = vt[0] - (vt[0] @ up) * up
-        norm = float(np.linalg.norm(axis))
+            return self._axis
+        projected = self._template @ up
+        horizontal = self._template - projected[:, None] * up
+        centred = horizontal - horizontal.sum(axis=0) / horizontal.shape[0]
+        values, vectors = np.linalg.eigh(centred.T @ centred)
+        if not values[-1] > 0.0:
+            return self._axis
+        axis: FloatArray = vectors[:, -1] - (vectors[:, -1] @ up) * up
+        norm = float(np.sqrt(axis @ axis))
         if norm < 0.5:
-            return None
+            return self._axis
         axis = axis / norm
-        if self._braking @ axis > 0.0:
-            axis = -axis
-        return axis
+        if self._axis is not None and axis @ self._axis < 0.0:
+            axis = -axis  # continuity; the sign rule below decides flips
+        forward = horizontal @ axis
+        if running:
+            flip = float(self._braking @ forward) > 0.0
+        else:
+            slopes = np.diff(forward)
+            fall, rise = -float(slopes.min()), float(slopes.max())
+            margin = 1.0 if self._axis is None else WALKING_SIGN_MARGIN
+            flip = rise > margin * fall
+        self._axis = -axis if flip else axis
+        return self._axis
 
 
 def left_axis(up: FloatArray, forward: FloatArray) -> FloatArray:
     """Unit left axis ``up x forward`` (body frame x forward, y left, z up)."""
-    left: FloatArray = np.cross(up, forward)
-    return left / max(float(np.linalg.norm(left)), _MIN_GRAVITY_NORM)
+    left = np.array(
+        (
+            up[1] * forward[2] - up[2] * forward[1],
+            up[2] * forward[0] - up[0] * forward[2],
+            up[0] * forward[1] - up[1] * forward[0],
+        )
+    )
+    return left / max(float(np.sqrt(left @ left)), _MIN_GRAVITY_NORM)
