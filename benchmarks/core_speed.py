@@ -65,9 +65,10 @@ def peak_memory(session: CsvSession) -> tuple[float, int]:
     out) are not counted: this is the memory that would grow if the core's state did.
     """
     blocks = iter_blocks(session, 1.0)
+    specs = sensor_specs(session)  # reads the whole input: not part of the pipeline's state
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    pipeline = Pipeline(CONFIG, sensor_specs(session))
+    pipeline = Pipeline(CONFIG, specs)
     strides = 0
     for block in blocks:
         output, _ = pipeline.feed(block)

@@ -17,60 +17,30 @@ to last + 0.3 s) that pair with nothing are spurious; spurious rate = spurious /
 from __future__ import annotations
 
 import argparse
-import csv
+import time
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from coach.config import DetectionConfig
+from coach.evaluation import EventScore, match_events, read_truth_events, spectral_cadence_spm
 from coach.sources.csv_folder import read_session
 from coach.stream.pelvis_contacts import PelvisContactDetector
-from coach.types import GaitEvent, Location, SampleBlock, Side
+from coach.types import EventKind, GaitEvent, Location, SampleBlock
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@dataclass
-class Score:
-    n_truth: int = 0
-    found: int = 0
-    spurious: int = 0
-    errors: list[float] = field(default_factory=list)
-    delays: list[float] = field(default_factory=list)
-    sided: int = 0
-    side_ok: int = 0
-    side_known_truth: int = 0
-
-    def add(self, other: Score) -> None:
-        self.n_truth += other.n_truth
-        self.found += other.found
-        self.spurious += other.spurious
-        self.errors += other.errors
-        self.delays += other.delays
-        self.sided += other.sided
-        self.side_ok += other.side_ok
-        self.side_known_truth += other.side_known_truth
-
-    def line(self, name: str) -> str:
-        err = np.abs(np.asarray(self.errors)) * 1000
-        bias = np.mean(self.errors) * 1000 if self.errors else float("nan")
-        side = (
-            f"{100 * self.side_ok / self.sided:5.1f}% "
-            f"(named {100 * self.sided / max(self.side_known_truth, 1):3.0f}%)"
-            if self.sided
-            else ("   n/a" if not self.side_known_truth else "  none named")
-        )
-        return (
-            f"{name:24s} n={self.n_truth:4d} found={100 * self.found / max(self.n_truth, 1):5.1f}% "
-            f"spurious={100 * self.spurious / max(self.n_truth, 1):5.1f}% "
-            f"|err| med={np.median(err) if err.size else float('nan'):5.1f} "
-            f"p95={np.percentile(err, 95) if err.size else float('nan'):5.1f} ms "
-            f"bias={bias:+6.1f} ms side={side} "
-            f"delay med={np.median(self.delays) * 1000 if self.delays else float('nan'):5.1f} ms"
-        )
+def line(name: str, s: EventScore) -> str:
+    """One printed line of figures."""
+    side = f"{100 * s.side_fraction():5.1f}% (named {s.side_known:3d})" if s.side_known else "  n/a"
+    return (
+        f"{name:24s} n={s.n_truth:4d} found={100 * s.found_fraction:5.1f}% "
+        f"spurious={100 * s.spurious_fraction:5.1f}% |err| med={s.median_abs_ms():5.1f} "
+        f"p95={s.p95_abs_ms():5.1f} ms bias={s.bias_ms():+6.1f} ms side={side} "
+        f"delay med={s.median_delay_ms():5.1f} ms"
+    )
 
 
 def run_detector(block: SampleBlock, rate_hz: float, chunk: int) -> list[GaitEvent]:
@@ -81,46 +51,13 @@ def run_detector(block: SampleBlock, rate_hz: float, chunk: int) -> list[GaitEve
     return events
 
 
-def read_truth(folder: Path) -> list[tuple[float, Side]]:
-    path = folder / "events.csv"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [
-            (float(r["t"]), Side(r["side"]))
-            for r in csv.DictReader(f)
-            if r["kind"] == "initial_contact"
-        ]
-
-
-def score(events: list[GaitEvent], truth: list[tuple[float, Side]]) -> Score:
-    s = Score(n_truth=len(truth))
-    if not truth:
-        return s
-    t_truth = np.array([t for t, _ in truth])
-    tol = 0.4 * float(np.median(np.diff(t_truth))) if len(truth) > 1 else 0.15
-    used = np.zeros(len(events), dtype=bool)
-    t_det = np.array([e.t for e in events])
-    for t, side in truth:
-        if side is not Side.UNKNOWN:
-            s.side_known_truth += 1
-        if not events:
-            continue
-        d = np.abs(t_det - t)
-        d[used] = np.inf
-        j = int(np.argmin(d))
-        if d[j] > tol:
-            continue
-        used[j] = True
-        s.found += 1
-        s.errors.append(events[j].t - t)
-        s.delays.append(events[j].t_detected - t)
-        if side is not Side.UNKNOWN and events[j].side is not Side.UNKNOWN:
-            s.sided += 1
-            s.side_ok += events[j].side is side
-    lo, hi = t_truth[0] - 0.3, t_truth[-1] + 0.3
-    s.spurious = int(np.sum(~used & (t_det >= lo) & (t_det <= hi)))
-    return s
+def score(events: list[GaitEvent], truth: list[GaitEvent]) -> EventScore:
+    """Match ICs within 40 % of the median truth step, inside the truth span +- 0.3 s."""
+    ics = [e for e in truth if e.kind is EventKind.INITIAL_CONTACT]
+    times = np.array([e.t for e in ics])
+    window = 0.4 * float(np.median(np.diff(times))) if times.size > 1 else 0.15
+    span = (float(times[0]) - 0.3, float(times[-1]) + 0.3)
+    return match_events(events, ics, EventKind.INITIAL_CONTACT, window, span, use_side=False)
 
 
 def detector_cadence(events: list[GaitEvent]) -> float:
@@ -132,11 +69,25 @@ def detector_cadence(events: list[GaitEvent]) -> float:
     return 60.0 / float(np.median(steps)) if steps.size else float("nan")
 
 
-def spectral_cadence(block: SampleBlock, rate_hz: float) -> float:
-    mag = np.linalg.norm(block.acc, axis=1)
-    f, p = signal.welch(mag - mag.mean(), fs=rate_hz, nperseg=min(len(mag), 4096), nfft=65536)
-    band = (f >= 1.0) & (f <= 4.5)
-    return 60.0 * float(f[band][np.argmax(p[band])])
+def speed_figures() -> None:
+    """CPU time for one hour at 200 Hz in 1-s blocks, and per 4-sample live block."""
+    from coach.sources.simulate import SimulationParams, simulate
+
+    params = SimulationParams(
+        duration_s=300.0, seed=1, rate_hz=200.0, sensors=(Location.PELVIS,), mount="random"
+    )
+    block = simulate(params).blocks[Location.PELVIS]
+    for size in (200, 4):
+        detector = PelvisContactDetector(200.0, DetectionConfig())
+        pieces = [block.slice(i, i + size) for i in range(0, len(block), size)]
+        start = time.process_time()
+        for piece in pieces:
+            detector.update(piece)
+        spent = time.process_time() - start
+        if size == 200:
+            print(f"speed: {spent * 3600.0 / 300.0:.2f} s CPU per hour of 200 Hz in 1-s blocks")
+        else:
+            print(f"speed: {spent / len(pieces) * 1e3:.3f} ms CPU per 4-sample block")
 
 
 def simulator_figures(chunk: int, verbose: bool) -> None:
@@ -145,7 +96,7 @@ def simulator_figures(chunk: int, verbose: bool) -> None:
 
     for rate in (200.0, 100.0):
         for gyro in (True, False):
-            total = Score()
+            scores = []
             for seed in range(6):
                 params = SimulationParams(
                     duration_s=60.0,
@@ -162,13 +113,12 @@ def simulator_figures(chunk: int, verbose: bool) -> None:
                 if not gyro:
                     block = SampleBlock(block.location, block.t, block.acc)
                 events = run_detector(block, rate, chunk)
-                truth = [(e.t, e.side) for e in run.events if e.kind.value == "initial_contact"]
-                s = score(events, [x for x in truth if x[0] > 1.2])
+                s = score(events, [e for e in run.events if e.t > 1.2])
                 if verbose:
-                    print(s.line(f"  sim seed {seed} {rate:.0f} Hz"))
-                total.add(s)
+                    print(line(f"  sim seed {seed} {rate:.0f} Hz", s))
+                scores.append(s)
             label = f"simulator {rate:.0f} Hz {'gyro' if gyro else 'acc only'}"
-            print(total.line(label))
+            print(line(label, EventScore.combine(scores)))
 
 
 def main() -> None:
@@ -180,10 +130,11 @@ def main() -> None:
         "--sim", action="store_true", help="also score the simulator (random mounts, 200/100 Hz)"
     )
     args = parser.parse_args()
+    speed_figures()
     if args.sim:
         simulator_figures(args.block, args.verbose)
     sessions = args.data / "sessions"
-    groups: dict[str, Score] = {}
+    groups: dict[str, list[EventScore]] = {}
     sisfall: list[tuple[str, float, float, float]] = []
     for folder in sorted(sessions.iterdir()):
         name = folder.name
@@ -209,20 +160,19 @@ def main() -> None:
         if name == "alcantara_sampletest":
             print(
                 f"{name:24s} detector cadence {detector_cadence(events):6.1f} spm, "
-                f"dominant step frequency of |acc| {spectral_cadence(block, rate):6.1f} spm, "
+                f"dominant step frequency of |acc| {spectral_cadence_spm(block):6.1f} spm, "
                 f"{len(events)} ICs in {block.t[-1] - block.t[0]:.1f} s"
             )
             continue
-        truth = read_truth(truth_dir)
-        if not truth:
+        if not (truth_dir / "events.csv").is_file():
             continue
-        s = score(events, truth)
+        s = score(events, read_truth_events(truth_dir))
         if args.verbose:
-            print(s.line(name))
+            print(line(name, s))
         group = name.split("_")[0] + ("" if name.startswith("rbds") else "_*")
-        groups.setdefault(group, Score()).add(s)
-    for group, s in groups.items():
-        print(s.line(group))
+        groups.setdefault(group, []).append(s)
+    for group, scores in groups.items():
+        print(line(group, EventScore.combine(scores)))
     if sisfall:
         errors = []
         for name, ref, cad, count_cad in sisfall:

@@ -27,8 +27,6 @@ import tomli_w
 from coach.config import (
     DEFAULT_CONFIG_PATH,
     CoachConfig,
-    SensorConfig,
-    config_to_toml_dict,
     load_config,
     parse_config,
 )
@@ -107,12 +105,13 @@ def profile_text(name_or_path: str, profile: FirmwareProfile) -> str:
 
 def _simulated_config_toml(profile: str, locations: list[Location]) -> str:
     """The bundled default config with one sensor of ``profile`` per simulated location."""
-    base = load_user_config(None)
-    sensors = [
-        SensorConfig(location=loc.value, profile=profile, name=f"simulated {loc.value}")
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data["sensors"] = [
+        {"location": loc.value, "profile": profile, "name": f"simulated {loc.value}"}
         for loc in locations
     ]
-    return tomli_w.dumps(config_to_toml_dict(base.model_copy(update={"sensors": sensors})))
+    parse_config(data, str(DEFAULT_CONFIG_PATH))  # still valid
+    return tomli_w.dumps(data)
 
 
 # -- coach simulate --profile -----------------------------------------------------------------

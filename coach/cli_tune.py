@@ -10,10 +10,13 @@ import argparse
 import csv
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from coach.athlete import (
     AthleteFile,
@@ -26,7 +29,7 @@ from coach.config import CoachConfig, load_config
 from coach.errors import CoachError
 from coach.runtime import RunResult, replay_session
 from coach.sources.replay import SensorSummary, load_csv_session, summarize_block
-from coach.types import STRIDE_METRICS
+from coach.types import STRIDE_METRICS, Location, SampleBlock
 
 
 class TuneArgumentError(CoachError):
@@ -68,18 +71,55 @@ class LoadedSession:
 
 
 def load_session(config: CoachConfig, path: Path, show_progress: bool = True) -> LoadedSession:
-    """Replay one recorded session as fast as possible (the one place that opens recordings).
+    """Replay one session as fast as possible: a CSV session folder or a raw ``.mcap`` recording.
+
+    The one place that opens sessions for tune, baseline and report.
 
     Raises:
-        SessionFormatError: the path is not a readable session.
+        SessionFormatError: the path is not a readable session or recording.
 
     """
+    from coach.cli_replay import is_recording
+
+    if is_recording(path):
+        return _load_recording(config, path, show_progress)
     session = load_csv_session(path)
     sensors = [summarize_block(b) for _, b in sorted(session.blocks.items(), key=lambda kv: kv[0])]
     total = max(float(b.t[-1]) for b in session.blocks.values())
     progress = _Progress(f"replay {path.name}", total, show_progress)
     result = replay_session(config, session, progress=progress)
     progress.close()
+    return LoadedSession(path, result, sensors)
+
+
+def _load_recording(config: CoachConfig, path: Path, show_progress: bool) -> LoadedSession:
+    """Decode and replay a raw recording; sensor summaries from the decoded sample times."""
+    from coach.cli_replay import RECORDING_BLOCK_S
+    from coach.runtime import recorded_sensor_specs, replay_blocks
+    from coach.sources.recorded_session import RecordedSession
+    from coach.sources.recording import open_recording
+
+    recording = open_recording(path)
+    session = RecordedSession(recording)
+    ends = [i.last_host_time_s for i in recording.summary().values() if i.last_host_time_s]
+    times: dict[Location, list[np.ndarray]] = {}
+    gyro: dict[Location, bool] = {}
+
+    def blocks() -> Iterator[SampleBlock]:
+        for _host, block in session.iter_blocks(RECORDING_BLOCK_S):
+            times.setdefault(block.location, []).append(block.t)
+            gyro[block.location] = block.has_gyro
+            yield block
+
+    progress = _Progress(f"replay {path.name}", max(ends, default=1.0), show_progress)
+    result = replay_blocks(config, recorded_sensor_specs(session), blocks(), progress)
+    progress.close()
+    sensors = []
+    for location in sorted(times, key=lambda loc: loc.value):
+        t = np.concatenate(times[location])
+        none = np.broadcast_to(np.zeros(3), (t.size, 3))  # summaries need the times only
+        block = SampleBlock(location, t, none, none if gyro[location] else None)
+        sensors.append(summarize_block(block))
     return LoadedSession(path, result, sensors)
 
 
@@ -247,7 +287,13 @@ def add_tuning_parsers(commands: Any) -> None:
         "band. Without --vary: the config as it is. With --suggest: per rule, the threshold "
         "that would have had about --fraction of the strides outside, as TOML to paste.",
     )
-    tune.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="CSV session folder(s)")
+    tune.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="CSV session folder(s) or .mcap recording(s)",
+    )
     tune.add_argument(
         "--vary", type=_vary, action="append", metavar="RULE.FIELD=START:STOP:STEP",
         help="values of a rule field (STOP included), e.g. pelvic_drop.high=5:9:0.5, or a list "
@@ -278,7 +324,11 @@ def add_tuning_parsers(commands: Any) -> None:
         "athlete_file for rules with band = 'baseline'.",
     )
     baseline.add_argument(
-        "paths", type=Path, nargs="+", metavar="PATH", help="CSV session folder(s)"
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="CSV session folder(s) or .mcap recording(s)",
     )
     baseline.add_argument("--athlete", required=True, help="athlete name (letters, digits, _ . -)")
     baseline.add_argument(
@@ -295,7 +345,9 @@ def add_tuning_parsers(commands: Any) -> None:
         "report",
         help="write a one-file offline HTML report of a session (plots, quality, cues)",
     )
-    report.add_argument("path", type=Path, metavar="PATH", help="CSV session folder")
+    report.add_argument(
+        "path", type=Path, metavar="PATH", help="CSV session folder or .mcap recording"
+    )
     report.add_argument(
         "--out", type=Path, default=Path("report.html"),
         help="HTML file to write (default report.html)",

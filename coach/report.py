@@ -221,19 +221,19 @@ def _metric_over_time(
 
 
 def _cue_markers(ax: Axes, cues: Sequence[Cue], bands: Sequence[RuleBand], time: _Time) -> None:
+    """A vertical line per cue, and a triangle on the top edge, in the rule's colour."""
     colours = {band.rule: band.colour for band in bands}
-    labelled: set[str] = set()
+    by_rule: dict[str, list[float]] = {}
     for cue in cues:
-        first = cue.rule not in labelled
-        labelled.add(cue.rule)
-        ax.axvline(
-            float(time(cue.t)),
-            color=colours.get(cue.rule, "#000000"),
-            lw=0.9,
-            alpha=0.7,
-            ls=":",
-            label=f"cue: {cue.rule}" if first else None,
-        )
+        by_rule.setdefault(cue.rule, []).append(float(time(cue.t)))
+    for rule, times in by_rule.items():
+        colour = colours.get(rule, "#000000")
+        for x in times:
+            ax.axvline(x, color=colour, lw=1.0, alpha=0.6, ls=":")
+        ax.plot(
+            times, [0.97] * len(times), "v", color=colour, ms=7,
+            transform=ax.get_xaxis_transform(), label=f"cue: {rule}",
+        )  # fmt: skip
 
 
 def plot_metric(data: ReportData, metric: str, bands: Sequence[RuleBand]) -> bytes:
@@ -435,7 +435,8 @@ def _metric_rows(data: ReportData) -> list[list[object]]:
                 cells.append(f"{med:.3g} ({q1:.3g}–{q3:.3g})")
             else:
                 cells.append("–")
-        cells.append(_fmt(symmetry_index(per_side[Side.LEFT], per_side[Side.RIGHT]), 2))
+        si = symmetry_index(per_side[Side.LEFT], per_side[Side.RIGHT])
+        cells.append("–" if si is None else f"{si:+.1f}")
         rows.append(cells)
     return rows
 

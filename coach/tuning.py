@@ -622,20 +622,24 @@ class Suggestion:
     note: str
 
 
-def _round(value: float) -> float:
-    """Three significant digits (thresholds are not known better than that)."""
-    return float(f"{value:.3g}") if value != 0.0 else 0.0
+def _round(value: float, spread: float) -> float:
+    """``value`` to a tenth of the ``spread``'s order of magnitude (e.g. 169.3 for sd 1.6)."""
+    if not spread > 0.0:
+        return float(f"{value:.4g}")
+    step = 10.0 ** math.floor(math.log10(spread / 10.0))
+    return round(round(value / step) * step, 12)
 
 
 def _suggest_absolute(rule: CueRuleConfig, values: FloatArray, fraction: float) -> dict[str, float]:
+    spread = float(np.std(values))
     if rule.low is not None and rule.high is not None:
         return {
-            "low": _round(float(np.quantile(values, fraction / 2.0))),
-            "high": _round(float(np.quantile(values, 1.0 - fraction / 2.0))),
+            "low": _round(float(np.quantile(values, fraction / 2.0)), spread),
+            "high": _round(float(np.quantile(values, 1.0 - fraction / 2.0)), spread),
         }
     if rule.low is not None:
-        return {"low": _round(float(np.quantile(values, fraction)))}
-    return {"high": _round(float(np.quantile(values, 1.0 - fraction)))}
+        return {"low": _round(float(np.quantile(values, fraction)), spread)}
+    return {"high": _round(float(np.quantile(values, 1.0 - fraction)), spread)}
 
 
 def _suggest_baseline(
@@ -653,8 +657,8 @@ def _suggest_baseline(
             return (
                 "the moving value is rarely beyond the baseline mean: no band would cue that often"
             )
-        return {"baseline_sd": 0.0, "baseline_delta": _round(width)}
-    return {"baseline_sd": _round((width - rule.baseline_delta) / sd)}
+        return {"baseline_sd": 0.0, "baseline_delta": _round(width, float(np.std(deviation)))}
+    return {"baseline_sd": _round((width - rule.baseline_delta) / sd, 0.1)}
 
 
 def suggest(
@@ -699,7 +703,7 @@ def suggest(
         if n < 10:
             suggestions.append(
                 Suggestion(
-                    None, rule.name, {}, n, None, f"only {n} evaluated strides: no suggestion"
+                    None, rule.name, {}, n, None, f"{n} evaluated strides, at least 10 needed"
                 )
             )
             continue

@@ -60,8 +60,10 @@ class BleBackend:
 
 
 class DropOldestQueue(asyncio.Queue[_T], Generic[_T]):
-    """A bounded queue whose ``put_nowait`` never blocks or raises: when full, the oldest item
-    is dropped and counted in :attr:`dropped`."""
+    """A bounded queue whose ``put_nowait`` never blocks or raises.
+
+    When it is full, the oldest item is dropped and counted in :attr:`dropped`.
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
@@ -117,15 +119,24 @@ class SensorConfigLike(Protocol):
     """What :class:`SensorTarget` needs of a config entry (``coach.config.SensorConfig``)."""
 
     @property
-    def location(self) -> str: ...
+    def location(self) -> str:
+        """Location name."""
+
     @property
-    def profile(self) -> str: ...
+    def profile(self) -> str:
+        """Firmware profile name."""
+
     @property
-    def address(self) -> str | None: ...
+    def address(self) -> str | None:
+        """Bluetooth address, if given."""
+
     @property
-    def name(self) -> str | None: ...
+    def name(self) -> str | None:
+        """Advertised name, if given."""
+
     @property
-    def required(self) -> bool: ...
+    def required(self) -> bool:
+        """Whether the run needs it."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class SensorTarget:
 
     With neither address nor name, the first device that the profile recognises and no other
     target claims is taken (only allowed for one target per profile).
+
     """
 
     location: Location
@@ -158,15 +170,15 @@ class SensorTarget:
     ) -> SensorTarget:
         """A target from a config entry; the profile by name from ``profiles`` or the bundle."""
         profile = (profiles or {}).get(sensor.profile) or load_profile(sensor.profile)
-        return cls(
-            Location(sensor.location), profile, sensor.address, sensor.name, sensor.required
-        )
+        return cls(Location(sensor.location), profile, sensor.address, sensor.name, sensor.required)
 
     def describe(self) -> str:
         """Human words for messages, e.g. ``left_shank (coach-sim, name 'coach-left-shank')``."""
         how = (
-            f"address {self.address}" if self.address
-            else f"name {self.name!r}" if self.name
+            f"address {self.address}"
+            if self.address
+            else f"name {self.name!r}"
+            if self.name
             else "any device it recognises"
         )
         return f"{self.location.value} ({self.profile.name}, {how})"
@@ -243,11 +255,11 @@ async def scan(
     """
     known = list(profiles) if profiles is not None else bundled_profiles()
     try:
-        seen = await BleakScanner.discover(
-            timeout_s, return_adv=True, **_scanner_kwargs(backend)
-        )
+        seen = await BleakScanner.discover(timeout_s, return_adv=True, **_scanner_kwargs(backend))
     except BleakError as error:
-        raise DeviceError(f"cannot scan for Bluetooth devices: {error} (is Bluetooth on?)") from None
+        raise DeviceError(
+            f"cannot scan for Bluetooth devices: {error} (is Bluetooth on?)"
+        ) from None
     found = []
     for device, adv in seen.values():
         name = adv.local_name or device.name
@@ -373,9 +385,9 @@ class SensorLink:
         self._status.put_nowait(SensorStatus(self.location, state, self._clock(), attempt, detail))
 
     def _wanted(self, device: BLEDevice, adv: AdvertisementData) -> bool:
-        if self.target.address is None and self.target.name is None:
-            if device.address.lower() in self._claimed:
-                return False
+        anonymous = self.target.address is None and self.target.name is None
+        if anonymous and device.address.lower() in self._claimed:
+            return False
         return self.target.matches(device, adv)
 
     async def find(self, timeout_s: float) -> BLEDevice | None:
@@ -391,7 +403,7 @@ class SensorLink:
             device,
             disconnected_callback=self._on_disconnected,
             timeout=self.policy.connect_timeout_s,
-            **({"backend": self._backend.client} if self._backend.client else {}),
+            backend=self._backend.client,
         )
         await client.connect()
         try:
@@ -503,6 +515,7 @@ class SensorStream:
 
     Use ``async with SensorStream(...) as stream`` (start + stop), then read
     :attr:`packets` (or ``async for packet in stream``) and :attr:`status`.
+
     """
 
     def __init__(
@@ -532,8 +545,13 @@ class SensorStream:
         claimed: set[str] = set()
         self.links: dict[Location, SensorLink] = {
             t.location: SensorLink(
-                t, self.packets, self.status, self.clock,
-                backend=backend, policy=self.policy, claimed=claimed,
+                t,
+                self.packets,
+                self.status,
+                self.clock,
+                backend=backend,
+                policy=self.policy,
+                claimed=claimed,
             )
             for t in targets
         }
@@ -555,7 +573,9 @@ class SensorStream:
         results = await asyncio.gather(
             *(self._first_connect(link, timeout_s) for link in self.links.values())
         )
-        failed = [(link, why) for link, why in zip(self.links.values(), results, strict=True) if why]
+        failed = [
+            (link, why) for link, why in zip(self.links.values(), results, strict=True) if why
+        ]
         fatal = [(link, why) for link, why in failed if link.target.required]
         if fatal:
             await self.stop()
@@ -590,7 +610,9 @@ class SensorStream:
                 return str(error)
             except (BleakError, TimeoutError, OSError) as error:
                 why = f"found but could not connect: {error or type(error).__name__}"
-                await asyncio.sleep(min(link.policy.delay(attempt), max(0.0, deadline - loop.time())))
+                await asyncio.sleep(
+                    min(link.policy.delay(attempt), max(0.0, deadline - loop.time()))
+                )
         return why
 
     async def stop(self) -> None:

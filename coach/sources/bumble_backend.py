@@ -1,5 +1,7 @@
-"""A bleak backend over Google's bumble: the real ``BleakClient``/``BleakScanner`` API on a radio
-that lives inside this process (design.md section 5).
+"""A bleak backend over Google's bumble: bleak's real API on an in-process radio.
+
+The real ``BleakClient``/``BleakScanner`` API runs on a radio that lives inside this process
+(design.md section 5).
 
 bleak 3.x has no bumble backend of its own, but ``BleakClient(..., backend=...)`` and
 ``BleakScanner(backend=...)`` accept any :class:`~bleak.backends.client.BaseBleakClient` /
@@ -42,7 +44,7 @@ from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bumble import att, hci
 from bumble.controller import Controller
-from bumble.core import UUID as BumbleUUID
+from bumble.core import UUID as BumbleUUID  # noqa: N811
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.host import Host
 from bumble.link import LocalLink
@@ -63,7 +65,7 @@ _BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
 
 
 def uuid_str(value: BumbleUUID | bytes) -> str:
-    """bleak's form of a UUID (lower-case, 128-bit, dashed) from a bumble UUID or LE bytes."""
+    """Bleak's form of a UUID (lower-case, 128-bit, dashed) from a bumble UUID or LE bytes."""
     raw = value if isinstance(value, bytes) else value.to_bytes(force_128=False)
     if len(raw) in (2, 4):
         return f"{int.from_bytes(raw, 'little'):08x}{_BASE_UUID_TAIL}"
@@ -71,7 +73,7 @@ def uuid_str(value: BumbleUUID | bytes) -> str:
 
 
 def parse_advertising_data(structures: list[tuple[int, bytes]], rssi: int) -> AdvertisementData:
-    """bleak's :class:`AdvertisementData` from raw AD structures ``(type, bytes)``."""
+    """Bleak's :class:`AdvertisementData` from raw AD structures ``(type, bytes)``."""
     name: str | None = None
     uuids: list[str] = []
     service_data: dict[str, bytes] = {}
@@ -108,12 +110,13 @@ class BumbleRadio:
     Use :attr:`client_backend` and :attr:`scanner_backend` as bleak's ``backend=``. Any number
     of clients and scanners may share one radio; connection set-ups are serialised (one
     pending LE connection per controller, as on real controllers).
+
     """
 
     def __init__(
         self, link: LocalLink | None = None, *, address: str = "F0:F0:F0:F0:F0:F0", mtu: int = 247
     ) -> None:
-        self.link = link if link is not None else LocalLink()
+        self.link = link if link is not None else LocalLink()  # type: ignore[no-untyped-call]
         self.mtu = mtu
         self._address = address
         self._device: Device | None = None
@@ -331,12 +334,17 @@ class BumbleClient(BaseBleakClient):
             for char_proxy in service_proxy.characteristics:
                 await char_proxy.discover_descriptors()
                 props: list[CharacteristicPropertyName] = [
-                    name for bit, name in CHARACTERISTIC_PROPERTIES.items()
+                    name
+                    for bit, name in CHARACTERISTIC_PROPERTIES.items()
                     if int(char_proxy.properties) & bit
                 ]
                 char = BleakGATTCharacteristic(
-                    char_proxy, char_proxy.handle, uuid_str(char_proxy.uuid), props,
-                    lambda: self.mtu_size - 3, service,
+                    char_proxy,
+                    char_proxy.handle,
+                    uuid_str(char_proxy.uuid),
+                    props,
+                    lambda: self.mtu_size - 3,
+                    service,
                 )
                 collection.add_characteristic(char)
                 for desc_proxy in char_proxy.descriptors:
@@ -404,7 +412,9 @@ class BumbleClient(BaseBleakClient):
         peer = self._require()
         await _att(peer.write_value(characteristic.handle, bytes(data), with_response=response))
 
-    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+    async def write_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, data: SizedBuffer
+    ) -> None:
         """Write a descriptor (always a request)."""
         peer = self._require()
         await _att(peer.write_value(descriptor.handle, bytes(data), with_response=True))

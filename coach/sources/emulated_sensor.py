@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from bumble import hci
 from bumble.controller import Controller
-from bumble.core import UUID as BumbleUUID
+from bumble.core import UUID as BumbleUUID  # noqa: N811
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.host import Host
@@ -85,15 +85,21 @@ class EmulatedClock:
 
 
 def example_name(profile: FirmwareProfile, location: Location | str) -> str:
-    """An advertised name that fits ``profile.device_name_pattern``, e.g. ``coach-pelvis``.
+    """An advertised name that fits ``profile.device_name_pattern``.
 
-    Simple patterns only: anchors dropped, the first alternative of a group kept, optional
-    characters dropped. Raises ValueError when the result does not match (give a name).
+    ``"<profile> <location>"`` when that fits (``coach-sim pelvis``, as in
+    ``configs/default.toml``), else derived from the pattern (``Movesense left-shank``): anchors
+    dropped, the first alternative of a group kept, optional characters dropped. Raises
+    ValueError when neither fits (give the sensor a name).
     """
+    loc = Location(location).value
+    name = f"{profile.name} {loc}"
+    if profile.matches_name(name):
+        return name
     base = profile.device_name_pattern.strip("^$")
     base = re.sub(r"\(([^|()]*)(\|[^()]*)?\)", r"\1", base)
     base = re.sub(r"(\\?.)\?", "", base).replace("\\", "")
-    suffix = str(Location(location).value).replace("_", "-")
+    suffix = loc.replace("_", "-")
     name = f"{base}{suffix}" if base.endswith("-") else f"{base} {suffix}"
     if not profile.matches_name(name):
         raise ValueError(f"cannot derive a name for profile {profile.name}; give name=")
@@ -105,7 +111,8 @@ def _sample_index(t: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     if t.shape[0] < 2:
         return np.zeros(t.shape[0], dtype=np.int64)
     period = float(np.median(np.diff(t)))
-    return np.rint((t - t[0]) / period).astype(np.int64)
+    index: np.ndarray[Any, Any] = np.rint((t - t[0]) / period).astype(np.int64)
+    return index
 
 
 @dataclass
@@ -118,6 +125,7 @@ class SensorLog:
         malformed: malformed notifications sent.
         sent: (first, stop) sample positions of every packet sent, in order.
         send_times: emulated time at which each packet was sent, s.
+        late_s: how much later than its connection event each packet was sent (a busy host), s.
         writes: every write received, in order.
         configured_rate_hz: rate set by a configure write (None: not configured).
         advertising_since: emulated times at which advertising (re)started, s.
@@ -130,6 +138,7 @@ class SensorLog:
     malformed: int = 0
     sent: list[tuple[int, int]] = field(default_factory=list)
     send_times: list[float] = field(default_factory=list)
+    late_s: list[float] = field(default_factory=list)
     writes: list[bytes] = field(default_factory=list)
     configured_rate_hz: float | None = None
     advertising_since: list[float] = field(default_factory=list)
@@ -182,7 +191,9 @@ class EmulatedSensor:
         samples_per_packet: int | None = None,
     ) -> None:
         if not 7.5 <= connection_interval_ms <= 4000.0:
-            raise ValueError(f"connection_interval_ms must be 7.5..4000, got {connection_interval_ms}")
+            raise ValueError(
+                f"connection_interval_ms must be 7.5..4000, got {connection_interval_ms}"
+            )
         if profile.has_gyro and samples.gyr is None:
             raise ValueError(f"profile {profile.name} needs samples with gyr")
         if malformed_every is not None and malformed_every < 1:
@@ -202,7 +213,11 @@ class EmulatedSensor:
         self.advertising_interval_ms = advertising_interval_ms
         lay = profile.packet
         self._fixed = lay.count_from == "fixed"
-        self._spp = lay.samples_per_packet if self._fixed else (samples_per_packet or lay.samples_per_packet)
+        self._spp = (
+            lay.samples_per_packet
+            if self._fixed
+            else (samples_per_packet or lay.samples_per_packet)
+        )
         self._index = _sample_index(samples.t)
         self._commands = self._command_table()
         self.log = SensorLog()
@@ -282,14 +297,18 @@ class EmulatedSensor:
         if gatt.write is not None and gatt.write != gatt.notify:
             chars.append(
                 Characteristic(
-                    gatt.write, props.WRITE | props.WRITE_WITHOUT_RESPONSE, writable,
+                    gatt.write,
+                    props.WRITE | props.WRITE_WITHOUT_RESPONSE,
+                    writable,
                     CharacteristicValue(read=lambda _c: b"", write=self._on_write),
                 )
             )
         if gatt.config is not None:
             chars.append(
                 Characteristic(
-                    gatt.config, props.READ | props.WRITE, writable,
+                    gatt.config,
+                    props.READ | props.WRITE,
+                    writable,
                     CharacteristicValue(read=lambda _c: b"", write=self._on_write),
                 )
             )
@@ -356,7 +375,7 @@ class EmulatedSensor:
         table: dict[bytes, tuple[str, set[float]]] = {}
         for rate in self.profile.rates.supported_hz:
             for which in ("configure", "start", "stop"):
-                for step in self.profile.steps(which, rate):  # type: ignore[arg-type]
+                for step in self.profile.steps(which, rate):
                     if step.op in _WRITE_OPS:
                         table.setdefault(step.data, (which, set()))[1].add(rate)
         return table
@@ -402,19 +421,24 @@ class EmulatedSensor:
                 hi = self._packet(lo)
                 if hi == lo:
                     return
-                await self.clock.sleep_until(self._send_time(float(s.t[hi - 1])))
+                due = self._send_time(float(s.t[hi - 1]))
+                await self.clock.sleep_until(due)
                 connection, char = self._connection, self._notify_char
                 if connection is None or char is None or not self.streaming:
                     return
                 payloads = encode(
-                    self.profile, s.t[lo:hi], s.acc[lo:hi],
+                    self.profile,
+                    s.t[lo:hi],
+                    s.acc[lo:hi],
                     None if s.gyr is None else s.gyr[lo:hi],
                     index=self._index[lo:hi],
                     sensor_time=None if sensor_time is None else sensor_time[lo:hi],
                     samples_per_packet=None if self._fixed else self._spp,
                 )
                 self.log.sent.append((lo, hi))
-                self.log.send_times.append(self.clock.now())
+                now = self.clock.now()
+                self.log.send_times.append(now)
+                self.log.late_s.append(max(0.0, now - due))
                 for payload in payloads:
                     await self._device_notify(connection, char, payload)
                     self.log.notifications += 1
@@ -426,7 +450,9 @@ class EmulatedSensor:
             if self._stream_task is asyncio.current_task():
                 self._stream_task = None
 
-    async def _device_notify(self, connection: Connection, char: Characteristic[bytes], payload: bytes) -> None:
+    async def _device_notify(
+        self, connection: Connection, char: Characteristic[bytes], payload: bytes
+    ) -> None:
         assert self._device is not None
         await self._device.notify_subscriber(connection, char, payload)
 
@@ -447,3 +473,64 @@ class EmulatedSensor:
         self._dark = False
         await self._advertise()
 
+
+def emulated_sensors(
+    profile: FirmwareProfile,
+    blocks: dict[Location, SampleBlock],
+    link: LocalLink,
+    *,
+    clock: EmulatedClock | None = None,
+    **options: Any,
+) -> list[EmulatedSensor]:
+    """One emulated sensor per block (e.g. ``simulate(...).blocks``), with distinct addresses.
+
+    ``options`` go to every :class:`EmulatedSensor` (faults, connection interval, ...).
+    """
+    shared = clock if clock is not None else EmulatedClock()
+    return [
+        EmulatedSensor(
+            profile,
+            location,
+            block,
+            link,
+            address=f"C0:AC:00:00:00:{i + 1:02X}",
+            clock=shared,
+            **options,
+        )
+        for i, (location, block) in enumerate(sorted(blocks.items()))
+    ]
+
+
+async def serve(
+    sensors: list[EmulatedSensor], *, transport: str | None = None, duration_s: float | None = None
+) -> None:
+    """Run emulated sensors until ``duration_s`` (emulated) has passed, or until cancelled.
+
+    Args:
+        sensors: sensors sharing one link and clock (see :func:`emulated_sensors`).
+        transport: a bumble HCI transport whose other end is a host stack, e.g. ``vhci``
+            (Linux: ``modprobe hci_vhci``, root): a bumble controller on that transport joins
+            the sensors' link, so the host's Bluetooth stack (BlueZ) gets a new adapter that
+            sees them and ``coach scan`` / ``coach run`` work with the platform backend.
+            None: in-process only (use :class:`~coach.sources.bumble_backend.BumbleRadio`).
+        duration_s: emulated seconds to run (None: until cancelled).
+
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if transport is not None:
+            from bumble.transport import open_transport
+
+            hci_transport = await stack.enter_async_context(await open_transport(transport))
+            Controller(
+                "coach-emulate-host",
+                host_source=hci_transport.source,
+                host_sink=hci_transport.sink,
+                link=sensors[0].link,
+            )
+        for sensor in sensors:
+            await sensor.start()
+            stack.push_async_callback(sensor.stop)
+        if duration_s is None:
+            await asyncio.Event().wait()
+        else:
+            await sensors[0].clock.sleep_until(duration_s)
