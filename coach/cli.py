@@ -18,9 +18,20 @@ Handler = Callable[[argparse.Namespace], int]
 #: The built-in demo run: 2 minutes at 200 Hz, sensors clipped on at unknown angles, with
 #: the pelvic drop rising from 4 to 9 degrees between 60 and 70 s (a fault coach should cue).
 DEMO_SIMULATION = [
-    "--duration-s", "120", "--seed", "11", "--mount", "tilted", "--packet-loss", "0.005",
-    "--clock-drift-ppm", "50", "--pelvic-drop-deg", "4",
-    "--scenario", "pelvic_drop_deg=4->9@60s..70s",
+    "--duration-s",
+    "120",
+    "--seed",
+    "11",
+    "--mount",
+    "tilted",
+    "--packet-loss",
+    "0.005",
+    "--clock-drift-ppm",
+    "50",
+    "--pelvic-drop-deg",
+    "4",
+    "--scenario",
+    "pelvic_drop_deg=4->9@60s..70s",
 ]
 
 
@@ -49,7 +60,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from coach.cli_replay import run_replay
-
     from coach.cli_simulate import run_simulate
 
     out = Path(args.out)
@@ -98,25 +108,37 @@ def _cmd_say(args: argparse.Namespace) -> int:
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="TOML config file (default: the bundled configs/default.toml)",
     )
 
 
 def _add_replay_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events-out", type=Path, help="write the events CSV (t,t_detected,kind,side)")
-    parser.add_argument("--strides-out", type=Path, help="write the strides CSV (one row per stance)")
+    parser.add_argument(
+        "--events-out", type=Path, help="write the events CSV (t,t_detected,kind,side)"
+    )
+    parser.add_argument(
+        "--strides-out", type=Path, help="write the strides CSV (one row per stance)"
+    )
     parser.add_argument("--cues-out", type=Path, help="write the cues CSV (t,rule,phrase)")
     parser.add_argument(
-        "--wav-out", type=Path,
+        "--wav-out",
+        type=Path,
         help="write a WAV track of the whole run with each cue's speech at the moment it fired",
     )
     parser.add_argument(
-        "--speed", type=float, default=0.0,
-        help="0 (default): as fast as possible; 1: real pace (cues played live with --audio device)",
+        "--speed",
+        type=float,
+        default=0.0,
+        help="0 (default): as fast as possible; 1: real pace "
+        "(cues played live with --audio device)",
     )
     parser.add_argument(
-        "--audio", choices=("device", "none"), default="none",
+        "--audio",
+        choices=("device", "none"),
+        default="none",
         help="play cues on the sound device during a --speed 1 replay (default: none)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -134,11 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="simulate the built-in 3-sensor run and replay it: strides, cues and a WAV of the cues",
+        help="simulate the built-in 3-sensor run and replay it: strides, cues and a WAV of "
+        "the cues",
     )
-    demo.add_argument("--out", type=Path, default=Path("out/demo"),
-                      help="folder for the session, the events, strides and cues CSVs and cues.wav "
-                      "(default out/demo)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        help="folder for the session, the events, strides and cues CSVs and cues.wav "
+        "(default out/demo)",
+    )
     _add_config_option(demo)
     demo.set_defaults(handler=_cmd_demo, speed=0.0, audio="none", quiet=False)
 
@@ -162,13 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_recording_parsers(commands, replay)
 
+    from coach.cli_live import add_live_parsers
+
+    add_live_parsers(commands, _load)
+
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = config_commands.add_parser(
         "check", help="validate a config file and print the effective config"
     )
-    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH,
-                       help="TOML config file (default: the bundled configs/default.toml)")
+    check.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_CONFIG_PATH,
+        help="TOML config file (default: the bundled configs/default.toml)",
+    )
     check.set_defaults(handler=_cmd_config_check)
 
     profiles = commands.add_parser(
@@ -177,9 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.set_defaults(handler=_cmd_profiles)
 
     say = commands.add_parser("say", help="speak a phrase to check the voice and the sound device")
-    say.add_argument("phrase", help="what to say, e.g. \"squeeze, relax, float\"")
-    say.add_argument("--audio", choices=("device", "none"), default=None,
-                     help="output (default: the config's [audio] output)")
+    say.add_argument("phrase", help='what to say, e.g. "squeeze, relax, float"')
+    say.add_argument(
+        "--audio",
+        choices=("device", "none"),
+        default=None,
+        help="output (default: the config's [audio] output)",
+    )
     _add_config_option(say)
     say.set_defaults(handler=_cmd_say)
     return parser

@@ -75,9 +75,15 @@ class DetectionConfig(_Section):
 
 
 QualityFlagName = Literal[
-    "gap", "saturation", "stale_sensor", "missing_sensor", "mount_changed", "calibrating"
+    "gap", "saturation", "stale_sensor", "missing_sensor", "mount_changed", "calibrating", "turning"
 ]
 """Names of :class:`coach.types.QualityFlag` (kept equal by a test)."""
+
+#: Flags that mute every cue by default. Turning is not among them: it only voids the pelvic
+#: rotation (its rules go silent through the missing value), the other metrics stay good.
+DEFAULT_MUTE_ON: tuple[str, ...] = (
+    "gap", "saturation", "stale_sensor", "missing_sensor", "mount_changed", "calibrating"
+)
 
 
 class CueRuleConfig(_Section):
@@ -232,7 +238,7 @@ class CuesConfig(_Section):
     min_gap_s: float = Field(8.0, ge=0.0, le=600.0)
     mute_first_strides: int = Field(20, ge=0, le=1000)
     mute_on: list[QualityFlagName] = Field(
-        default_factory=lambda: list(typing.get_args(QualityFlagName))
+        default_factory=lambda: list(DEFAULT_MUTE_ON)  # type: ignore[arg-type]
     )
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     fading: FadingConfig = Field(default_factory=FadingConfig)
@@ -469,6 +475,19 @@ def load_config(
     return parse_config(data, str(file), known_profiles)
 
 
+_BAND_ONLY_KEYS = {
+    "absolute": ("direction", "baseline_sd", "baseline_delta"),
+    "baseline": ("low", "high"),
+}
+
+
 def config_to_toml_dict(config: CoachConfig) -> dict[str, Any]:
-    """The effective config as a TOML-serialisable mapping (None values left out)."""
-    return config.model_dump(mode="json", exclude_none=True)
+    """The effective config as a TOML-serialisable mapping that loads back to the same config.
+
+    None values are left out, and so are the keys that do not apply to a rule's band.
+    """
+    data = config.model_dump(mode="json", exclude_none=True)
+    for rule in data.get("cues", {}).get("rules", []):
+        for key in _BAND_ONLY_KEYS.get(rule.get("band", "absolute"), ()):
+            rule.pop(key, None)
+    return data

@@ -60,13 +60,41 @@ class Pipeline:
     def feed(self, block: SampleBlock) -> tuple[CoreOutput, list[Cue]]:
         """Process one block; returns the core's outputs and the cues decided."""
         output = self.core.update(block)
-        cues = self.cues.update(output.strides) if output.strides and self.config.cues.enabled else []
+        cues = (
+            self.cues.update(output.strides) if output.strides and self.config.cues.enabled else []
+        )
+        return output, cues
+
+    def apply_config(self, config: CoachConfig) -> None:
+        """Swap in a new config between strides (live reload, remote tuning).
+
+        Only the cue engine takes it (its running state starts afresh); detection settings
+        need a restart.
+        """
+        self.config = config
+        self.cues = CueEngine(
+            config.cues,
+            athlete_baseline(config),
+            output_latency_ms=config.audio.output_latency_ms,
+            beat_aligned=config.audio.beat_aligned,
+        )
+
+    def sensor_status(
+        self, location: Location, connected: bool, t: float
+    ) -> tuple[CoreOutput, list[Cue]]:
+        """A sensor (dis)connected at session time ``t`` (s): tell the core, cue what closes."""
+        output = self.core.sensor_status(location, connected, t)
+        cues = (
+            self.cues.update(output.strides) if output.strides and self.config.cues.enabled else []
+        )
         return output, cues
 
     def finish(self) -> tuple[CoreOutput, list[Cue]]:
         """Close the stream: the strides that can still be completed, and their cues."""
         output = self.core.finish()
-        cues = self.cues.update(output.strides) if output.strides and self.config.cues.enabled else []
+        cues = (
+            self.cues.update(output.strides) if output.strides and self.config.cues.enabled else []
+        )
         return output, cues
 
 
@@ -101,6 +129,7 @@ def replay_session(
         session: the recording.
         block_s: block length the stream is cut into, s (results do not depend on it).
         progress: called with the session time reached, s.
+
     """
     return replay_blocks(config, sensor_specs(session), iter_blocks(session, block_s), progress)
 

@@ -181,6 +181,7 @@ class QualityFlag(enum.StrEnum):
     MISSING_SENSOR = "missing_sensor"
     MOUNT_CHANGED = "mount_changed"
     CALIBRATING = "calibrating"
+    TURNING = "turning"
 
 
 @dataclass(frozen=True, slots=True)

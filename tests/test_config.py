@@ -77,3 +77,14 @@ def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err
     assert "detection.min_cadence_spm" in err and "detection.foo: unknown key" in err
     assert "Traceback" not in err
+
+
+def test_effective_config_loads_back_unchanged(tmp_path: Path) -> None:
+    import tomli_w
+
+    from coach.config import config_to_toml_dict
+
+    config = load_config(DEFAULT_CONFIG_PATH)
+    written = tmp_path / "effective.toml"
+    written.write_text(tomli_w.dumps(config_to_toml_dict(config)))
+    assert load_config(written) == config

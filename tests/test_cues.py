@@ -321,13 +321,19 @@ def test_fading_withheld_cue_counts_as_given_for_the_rule() -> None:
 # ----------------------------------------------------------------------------------- muting
 
 
-@pytest.mark.parametrize("flag", [f.value for f in QualityFlag])
+@pytest.mark.parametrize("flag", [f.value for f in QualityFlag if f is not QualityFlag.TURNING])
 def test_quality_flags_mute_and_clear_persistence(flag: str) -> None:
     config = cues_config(rule(persistence_n=3, persistence_m=3))
     quality = {i: frozenset({flag}) for i in range(2, 4)}
     strides = make_strides(pelvic_drop_deg=[9.0] * 10, quality=quality)
     # strides 0, 1 build persistence, the flag at 2-3 clears it: 4, 5, 6 build it again
     assert fired_at(config, strides) == [6]
+
+
+def test_turning_does_not_mute_by_default() -> None:
+    quality = {i: frozenset({"turning"}) for i in range(10)}
+    strides = make_strides(pelvic_drop_deg=[9.0] * 12, quality=quality)
+    assert fired_at(cues_config(rule()), strides) == [0]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ TOP_LEVEL = {
     "cli_simulate",
     "cli_recording",
     "cli_tune",
+    "cli_live",
+    "live",
     "__main__",
     "__init__",
 }

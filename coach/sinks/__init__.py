@@ -1,0 +1,1 @@
+"""Sinks: where the pipeline's outputs go (speech, MQTT, recordings, files, the terminal)."""

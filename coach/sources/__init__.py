@@ -1,0 +1,1 @@
+"""Sources of samples: Bluetooth LE sensors, recordings, CSV folders and the simulator."""

@@ -54,22 +54,40 @@ HIP_OFFSET_M = (0.10, 0.085, -0.07)
 SHANK_SENSOR_OFFSET_M = (0.02, 0.045, -0.20)
 
 # Sagittal keypoints (stride phase from IC, degrees). Shank: + when the knee is ahead of the
-# ankle; thigh: + flexion (knee ahead of the hip). Running at 3 m/s with toe-off at 0.38.
+# ankle; thigh: + flexion (knee ahead of the hip). Running at 3 m/s with toe-off at 0.38. The
+# shank curve is the stride-averaged shank angle of a real treadmill runner (RBDS001 at 2.5 m/s,
+# Fukuchi et al. 2017, optical markers: integrated sagittal angular velocity, warped to this
+# toe-off, divided by the 2.5 m/s speed scale, -8° at contact): the shank rotates forward
+# quickly in early stance, nearly stops over the last ~80 ms of stance, then swings the foot
+# back and up right after toe-off (peak ≈ 75° at 64 %), and forward again until just before
+# the next contact.
 RUN_DUTY = 0.38
 RUN_SHANK = (
-    (0.0, -8),
-    (0.05, 2),
-    (0.12, 12),
-    (0.22, 22),
-    (0.32, 27),
-    (0.38, 28),
-    (0.46, 38),
-    (0.56, 55),
-    (0.64, 62),
-    (0.72, 50),
-    (0.80, 22),
-    (0.87, -2),
-    (0.93, -12),
+    (0.00, -8.0),
+    (0.04, 0.7),
+    (0.08, 10.5),
+    (0.12, 18.4),
+    (0.16, 24.6),
+    (0.20, 28.5),
+    (0.24, 30.2),
+    (0.28, 31.0),
+    (0.32, 31.4),
+    (0.36, 31.8),
+    (0.40, 33.3),
+    (0.44, 38.4),
+    (0.48, 47.0),
+    (0.52, 56.8),
+    (0.56, 66.1),
+    (0.60, 72.9),
+    (0.64, 75.0),
+    (0.68, 71.8),
+    (0.72, 63.7),
+    (0.76, 52.2),
+    (0.80, 38.1),
+    (0.84, 22.9),
+    (0.88, 8.1),
+    (0.92, -4.2),
+    (0.96, -10.3),
 )
 RUN_THIGH = (
     (0.0, 25),

@@ -27,6 +27,7 @@ from coach.stream.quality import QualityTracker, SaturationDetector
 from coach.stream.shank_contacts import ShankContactDetector
 from coach.stream.strides import StrideAssembler, StrideTiming
 from coach.types import (
+    FloatArray,
     GaitEvent,
     Location,
     QualityChange,
@@ -193,6 +194,7 @@ class StreamCore:
                 angles.rotation_deg,
                 angles.valid,
                 angles.vertical_position_m,
+                angles.obliquity_valid,
             )
             for t_changed in angles.t[angles.mount_changed]:
                 self.quality.add(
@@ -206,18 +208,10 @@ class StreamCore:
                         float(t_changed), Location.PELVIS, QualityFlag.MOUNT_CHANGED, True
                     )
                 )
-            if angles.t.shape[0]:
-                was_valid = not self.quality.is_active(Location.PELVIS, QualityFlag.CALIBRATING)
-                flips = np.flatnonzero(np.diff(angles.valid, prepend=was_valid))
-                for index in flips:
-                    change = self.quality.set_active(
-                        Location.PELVIS,
-                        QualityFlag.CALIBRATING,
-                        not bool(angles.valid[index]),
-                        float(angles.t[index]),
-                    )
-                    if change is not None:
-                        changes.append(change)
+            changes.extend(
+                self._track_flag(QualityFlag.CALIBRATING, angles.t, ~angles.obliquity_valid)
+            )
+            changes.extend(self._track_flag(QualityFlag.TURNING, angles.t, angles.turning))
         if self._pelvis_contacts is not None:
             found = self._pelvis_contacts.update(aligned)
             fallback_sides = {
@@ -230,6 +224,20 @@ class StreamCore:
             events.extend(e for e in found if e.side in fallback_sides)
             for side in fallback_sides - {Side.UNKNOWN}:
                 self._assembler.set_watermark(side, float(aligned.t[-1]))
+        return changes
+
+    def _track_flag(
+        self, flag: QualityFlag, t: FloatArray, active: np.ndarray
+    ) -> list[QualityChange]:
+        """Raise or clear a pelvis flag at the exact samples where ``active`` flips."""
+        changes = []
+        was_active = self.quality.is_active(Location.PELVIS, flag)
+        for index in np.flatnonzero(np.diff(active, prepend=was_active)):
+            change = self.quality.set_active(
+                Location.PELVIS, flag, bool(active[index]), float(t[index])
+            )
+            if change is not None:
+                changes.append(change)
         return changes
 
     def sensor_status(self, location: Location, connected: bool, t: float) -> CoreOutput:

@@ -82,8 +82,9 @@ class StrideAssembler:
         self._toe_off_sides = toe_off_sides
         self._quality = quality
         capacity = int(ring_s * ring_rate_hz)
-        # pelvis columns: obliquity_deg, rotation_deg, valid (1/0), vertical_position_m
-        self._pelvis = TimeRing(capacity, 4)
+        # pelvis columns: obliquity_deg, rotation_deg, rotation valid (1/0), vertical_position_m,
+        # obliquity valid (1/0)
+        self._pelvis = TimeRing(capacity, 5)
         self._impact = {Side.LEFT: TimeRing(capacity, 1), Side.RIGHT: TimeRing(capacity, 1)}
         self._contacts: list[GaitEvent] = []
         self._toe_offs: list[GaitEvent] = []
@@ -118,15 +119,25 @@ class StrideAssembler:
         rotation_deg: FloatArray,
         valid: np.ndarray,
         vertical_position_m: FloatArray | None = None,
+        obliquity_valid: np.ndarray | None = None,
     ) -> None:
-        """Take per-sample pelvis angles (and vertical position when known)."""
+        """Take per-sample pelvis angles (and vertical position when known).
+
+        ``valid`` says where the rotation can be trusted; ``obliquity_valid`` where the
+        obliquity can (it does not depend on the heading, so it survives turns); it defaults to
+        ``valid``.
+        """
         if t.shape[0] == 0:
             return
         vertical = np.full(t.shape[0], np.nan)
         if vertical_position_m is not None:
             vertical = vertical_position_m
+        obliquity_ok = valid if obliquity_valid is None else obliquity_valid
         self._pelvis.extend(
-            t, np.column_stack((obliquity_deg, rotation_deg, valid.astype(float), vertical))
+            t,
+            np.column_stack(
+                (obliquity_deg, rotation_deg, valid.astype(float), vertical, obliquity_ok)
+            ),
         )
         self._pelvis_watermark = float(t[-1])
 
@@ -235,18 +246,21 @@ class StrideAssembler:
         if not self._pelvis_available:
             return None, None, None
         t, values = self._pelvis.window(start.t - 0.05, end_t)
-        if t.shape[0] < 3 or t[0] > start.t or not np.all(values[:, 2] > 0.5):
+        if t.shape[0] < 3 or t[0] > start.t:
             return None, None, None
         obliquity, rotation, vertical = values[:, 0], values[:, 1], values[:, 3]
-        at_contact = float(np.interp(start.t, t, obliquity))
         stance = (t >= start.t) & (t <= contact_end)
-        drop: float | None = None
-        if start.side is Side.RIGHT and stance.any():
-            drop = float(np.max(obliquity[stance]) - at_contact)
-        elif start.side is Side.LEFT and stance.any():
-            drop = float(at_contact - np.min(obliquity[stance]))
         step = t >= start.t
-        rotation_pp = float(np.ptp(rotation[step])) if full_step and step.any() else None
+        drop: float | None = None
+        if stance.any() and np.all(values[:, 4] > 0.5):
+            at_contact = float(np.interp(start.t, t, obliquity))
+            if start.side is Side.RIGHT:
+                drop = float(np.max(obliquity[stance]) - at_contact)
+            elif start.side is Side.LEFT:
+                drop = float(at_contact - np.min(obliquity[stance]))
+        rotation_pp = None
+        if full_step and step.any() and np.all(values[step, 2] > 0.5):
+            rotation_pp = float(np.ptp(rotation[step]))
         vertical_cm = None
         if full_step and step.any() and np.all(np.isfinite(vertical[step])):
             vertical_cm = float(np.ptp(vertical[step]) * 100.0)
