@@ -219,7 +219,8 @@ def cadence_rows() -> list[str]:
             e = np.array(errors)
             lines.append(
                 f"  {pattern:<22} {len(e):>3} sessions: detected vs spectral cadence, "
-                f"median |diff| {np.nanmedian(np.abs(e)):.1f} %, worst {np.nanmax(np.abs(e)):.1f} %, "
+                f"median |diff| {np.nanmedian(np.abs(e)):.1f} %, "
+                f"worst {np.nanmax(np.abs(e)):.1f} %, "
                 f"no strides in {int(np.isnan(e).sum())}"
             )
     return lines

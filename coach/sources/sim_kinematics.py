@@ -309,11 +309,30 @@ class RunnerKinematics:
 
 
 def _warp(psi: FloatArray, duty: FloatArray, template_duty: float) -> FloatArray:
-    """Map stride phase so the step's toe-off (at ``duty``) lands on the template's toe-off."""
+    """Map stride phase so the step's toe-off (at ``duty``) lands on the template's toe-off.
+
+    Piecewise cubic Hermite (stance, swing) with unit slope at contact and the harmonic mean of
+    the two secant slopes at toe-off: the map and its rate are continuous, also from one stride
+    to the next (whose duty differs), so segment angular velocity has no jump at contact or
+    toe-off; every slope is within 3× its secant, so the map is monotone (Fritsch & Carlson
+    1980).
+    """
     duty = np.clip(duty, 0.05, 0.95)
-    stance = psi * template_duty / duty
-    swing = template_duty + (psi - duty) * (1.0 - template_duty) / (1.0 - duty)
-    return np.where(psi < duty, stance, swing)
+    stance_secant = template_duty / duty
+    swing_secant = (1.0 - template_duty) / (1.0 - duty)
+    slope_to = 2.0 * stance_secant * swing_secant / (stance_secant + swing_secant)
+    in_stance = psi < duty
+    x0 = np.where(in_stance, 0.0, duty)
+    width = np.where(in_stance, duty, 1.0 - duty)
+    y0 = np.where(in_stance, 0.0, template_duty)
+    rise = np.where(in_stance, template_duty, 1.0 - template_duty)
+    slope0 = np.where(in_stance, 1.0, slope_to) * width
+    slope1 = np.where(in_stance, slope_to, 1.0) * width
+    x = np.clip((psi - x0) / width, 0.0, 1.0)
+    h01 = x * x * (3.0 - 2.0 * x)
+    h10 = x * (1.0 - x) ** 2
+    h11 = x * x * (x - 1.0)
+    return np.asarray(y0 + rise * h01 + slope0 * h10 + slope1 * h11, dtype=np.float64)
 
 
 def _spring_mass_height(u: FloatArray, duty: FloatArray) -> FloatArray:
