@@ -48,7 +48,12 @@ class _Adapter:
 
 
 class ImufusionAhrs(_Adapter):
-    """x-io Technologies Fusion AHRS (``imufusion``), library default settings, no magnetometer."""
+    """x-io Technologies Fusion AHRS (``imufusion``), no magnetometer.
+
+    Settings of Fusion's README example (gain 0.5, acceleration rejection 10°, recovery 5 s),
+    gyroscope range ±2000 °/s (design.md section 8); the Python binding's defaults leave the
+    range and the rejection at 0. Fusion holds the heading for its 3-s start-up.
+    """
 
     name = "imufusion Ahrs"
 
@@ -56,7 +61,14 @@ class ImufusionAhrs(_Adapter):
         import imufusion
 
         self._ahrs = imufusion.Ahrs()
-        settings = imufusion.AhrsSettings(sample_rate=self.rate_hz)
+        settings = imufusion.AhrsSettings(
+            sample_rate=self.rate_hz,
+            gain=0.5,
+            gyroscope_range=2000.0,
+            acceleration_rejection=10.0,
+            magnetic_rejection=10.0,
+            rejection_timeout=5.0,
+        )
         self._ahrs.set_settings(settings)
         self.settings = (
             f"gain {settings.gain:g}, acc. rejection {settings.acceleration_rejection:g}°, "

@@ -165,9 +165,7 @@ def extrema(y: FloatArray, min_prominence: float) -> list[tuple[float, str, floa
     return sorted(out)
 
 
-def feature(
-    y: FloatArray, kind: str, low_ms: float, high_ms: float, pick: str = "first"
-) -> float:
+def feature(y: FloatArray, kind: str, low_ms: float, high_ms: float, pick: str = "first") -> float:
     """Time (ms) of the max, min, max curvature, or first/last rising/falling zero in a window."""
     ms = 1000.0 * LAGS
     inside = (ms >= low_ms) & (ms <= high_ms)

@@ -125,6 +125,13 @@ def _add_emulation_options(parser: argparse.ArgumentParser) -> None:
         metavar="LOCATION@S[+S]",
         help="drop a sensor at S seconds for +S seconds, e.g. right_shank@20+3",
     )
+    group.add_argument(
+        "--emulate-absent",
+        action="append",
+        default=[],
+        metavar="LOCATION",
+        help="do not emulate this configured sensor (it never appears); repeatable",
+    )
 
 
 def _emulated_sensor_configs(config: CoachConfig) -> list[SensorConfig]:
@@ -181,6 +188,8 @@ async def emulation(args: argparse.Namespace, config: CoachConfig) -> AsyncItera
                 reconnect_after_s=drop_for,
             )
         )
+    absent = {Location(name) for name in getattr(args, "emulate_absent", [])}
+    sensors = [sensor for sensor in sensors if sensor.location not in absent]
     try:
         for sensor in sensors:
             await sensor.start()

@@ -14,17 +14,19 @@ Pacing (sleeping) happens here, in the CLI layer, never in the core.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from coach.config import CoachConfig
 from coach.errors import CoachError
+from coach.live import LiveOptions, paced_replay
 from coach.runtime import RunResult, recorded_sensor_specs, replay_blocks, sensor_specs
 from coach.sinks.csv_out import write_cues, write_events, write_strides
 from coach.sinks.summary import format_summary
 from coach.sources.replay import iter_blocks, load_csv_session, summarize_block
+from coach.stream.core import SensorSpec
 from coach.types import SampleBlock
 
 #: Block length a CSV session is cut into, s (results do not depend on it).
@@ -53,29 +55,6 @@ class _Progress:
     def close(self) -> None:
         if self.enabled:
             print(file=sys.stderr)
-
-
-def paced(
-    items: Iterable[tuple[float, SampleBlock]],
-    speed: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[SampleBlock]:
-    """Blocks released at ``speed`` × real time of their time stamps (0: no waiting).
-
-    Each item is ``(time_s, block)``: the block is yielded once ``time_s`` (relative to the
-    first item) has passed at that speed.
-    """
-    start_wall: float | None = None
-    start_t = 0.0
-    for t, block in items:
-        if speed > 0.0:
-            if start_wall is None:
-                start_wall, start_t = clock(), t
-            wait = start_wall + (t - start_t) / speed - clock()
-            if wait > 0.0:
-                sleep(wait)
-        yield block
 
 
 def _check_speed(args: argparse.Namespace) -> float:
@@ -107,7 +86,7 @@ def run_replay(args: argparse.Namespace, config: CoachConfig) -> int:
     total = max(float(b.t[-1]) for b in session.blocks.values())
     progress = _Progress(total, not getattr(args, "quiet", False))
     timed = ((float(b.t[-1]), b) for b in iter_blocks(session, CSV_BLOCK_S))
-    result = replay_blocks(config, sensor_specs(session), paced(timed, speed), progress)
+    result = _replay(args, config, sensor_specs(session), timed, speed, progress)
     progress.close()
     print()
     print(format_summary(result.strides, result.cues, result.duration_s))
@@ -148,7 +127,7 @@ def _replay_recording(args: argparse.Namespace, config: CoachConfig) -> int:
     ends = [i.last_host_time_s for i in summary.values() if i.last_host_time_s is not None]
     progress = _Progress(max(ends, default=1.0), not getattr(args, "quiet", False))
     blocks = session.iter_blocks(RECORDING_BLOCK_S if speed == 0.0 else 0.0)
-    result = replay_blocks(config, recorded_sensor_specs(session), paced(blocks, speed), progress)
+    result = _replay(args, config, recorded_sensor_specs(session), blocks, speed, progress)
     progress.close()
     print()
     print(format_summary(result.strides, result.cues, result.duration_s))
@@ -160,6 +139,25 @@ def _replay_recording(args: argparse.Namespace, config: CoachConfig) -> int:
         print(warning)
     _write_outputs(args, result, config)
     return 0
+
+
+def _replay(
+    args: argparse.Namespace,
+    config: CoachConfig,
+    sensors: list[SensorSpec],
+    timed: Iterable[tuple[float, SampleBlock]],
+    speed: float,
+    progress: _Progress,
+) -> RunResult:
+    """As fast as possible, or paced through the live sinks (speech, MQTT, live reload)."""
+    if speed == 0.0:
+        return replay_blocks(config, sensors, (block for _, block in timed), progress)
+    options = LiveOptions(
+        audio=getattr(args, "audio", "none") or "none",
+        config_path=getattr(args, "config", None),
+        view=True,
+    )
+    return asyncio.run(paced_replay(config, sensors, timed, speed, options)).run
 
 
 def _write_outputs(args: argparse.Namespace, result: RunResult, config: CoachConfig) -> None:

@@ -21,7 +21,6 @@ from coach.cli_recording import (
     truth_folder,
     write_simulated_recording,
 )
-from coach.cli_replay import paced
 from coach.config import CoachConfig
 from coach.evaluation import EventScore, match_events, read_truth_events
 from coach.profiles import FirmwareProfile, VectorField, load_profile
@@ -31,7 +30,7 @@ from coach.sources.packet_sim import PacketRun, simulate_packets
 from coach.sources.recorded_session import RecordedSession
 from coach.sources.recording import RawPacket, open_recording
 from coach.sources.simulate import SimulationParams
-from coach.types import EventKind, Location, SampleBlock, Stride
+from coach.types import EventKind, Location, Stride
 
 PROFILES = ("coach-sim", "witmotion-wt901ble", "thingy52", "movella-dot", "movesense-imu6")
 CONFIG = CoachConfig()
@@ -282,26 +281,6 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["export", str(tmp_path / "missing.mcap"), "--csv", str(tmp_path / "c")]) == 2
     assert main(["export", str(tmp_path / "missing.mcap")]) == 2
     assert "nothing to do" in capsys.readouterr().err
-
-
-def test_paced_waits_for_the_time_stamps() -> None:
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        now[0] += s
-
-    block = SampleBlock(Location.PELVIS, np.zeros(1), np.zeros((1, 3)))
-    items = [(5.0, block), (5.5, block), (7.0, block)]
-    assert len(list(paced(items, 1.0, lambda: now[0], sleep))) == 3
-    assert slept == pytest.approx([0.5, 1.5])
-    slept.clear()
-    list(paced(items, 2.0, lambda: now[0], sleep))
-    assert slept == pytest.approx([0.25, 0.75])
-    slept.clear()
-    list(paced(items, 0.0, lambda: now[0], sleep))
-    assert slept == []
 
 
 @pytest.mark.parametrize("name", PROFILES)

@@ -61,7 +61,17 @@ def test_standing_specific_force_is_gravity() -> None:
         assert np.allclose(norm, 9.81, atol=0.01)
         assert np.allclose(block.gyr[still], 0.0, atol=1e-6)
         assert np.allclose(block.acc[still].mean(axis=0), [0.0, 0.0, 9.81], atol=0.01)
-    assert all(e.t >= 5.0 for e in run.events)
+    # truth starts half-way through the 1-s start-up: the contacts of the ramp are in it
+    assert all(e.t >= 4.5 for e in run.events)
+    assert any(e.t < 5.0 and e.kind is EventKind.INITIAL_CONTACT for e in run.events)
+    gy = run.blocks[Location.RIGHT_SHANK].gyr[:, 1]
+    t = run.blocks[Location.RIGHT_SHANK].t
+    first_right_ic = min(
+        e.t for e in run.events if e.kind is EventKind.INITIAL_CONTACT and e.side is Side.RIGHT
+    )
+    # that contact follows a real swing; no swing of that size before the truth starts
+    assert gy[(t > first_right_ic - 0.3) & (t < first_right_ic)].min() < -4.0
+    assert gy[t < 4.3].min() > -1.0
 
 
 def test_gyro_integrates_to_the_pelvis_orientation(clean_run: SimulatedRun) -> None:
@@ -348,3 +358,18 @@ def test_other_sample_rates(rate: float) -> None:
     block = run.blocks[Location.PELVIS]
     assert np.diff(block.t) == pytest.approx(1.0 / rate)
     assert len(run.pelvis_angles.t) == len(block)
+
+
+@pytest.mark.parametrize("duty", [0.2, 0.3, 0.38, 0.45, 0.62, 0.8])
+def test_stride_warp_is_smooth_and_monotone(duty: float) -> None:
+    from coach.sources.sim_kinematics import _warp
+
+    psi = np.linspace(0.0, 1.0, 20001)
+    for template_duty in (0.38, 0.62):
+        phase = _warp(psi, np.full_like(psi, duty), template_duty)
+        rate = np.diff(phase) / np.diff(psi)
+        assert rate.min() > 0.0
+        assert np.interp(duty, psi, phase) == pytest.approx(template_duty, abs=1e-9)
+        assert rate[0] == pytest.approx(1.0, abs=1e-2)  # unit rate at contact: no jump of the
+        assert rate[-1] == pytest.approx(1.0, abs=1e-2)  # angular velocity between strides
+        assert np.abs(np.diff(rate)).max() < 2e-2  # continuous at toe-off too

@@ -260,6 +260,8 @@ async def scan(
         raise DeviceError(
             f"cannot scan for Bluetooth devices: {error} (is Bluetooth on?)"
         ) from None
+    except OSError as error:
+        raise bluetooth_unavailable(error) from None
     found = []
     for device, adv in seen.values():
         name = adv.local_name or device.name
@@ -271,6 +273,19 @@ async def scan(
             profile_name = match.name if match is not None else None
             found.append(FoundDevice(device.address, name, adv.rssi, profile_name))
     return sorted(found, key=lambda d: (-d.rssi, d.address))
+
+
+class BluetoothUnavailableError(DeviceError):
+    """The machine's Bluetooth stack cannot be reached at all (no adapter, no BlueZ)."""
+
+
+def bluetooth_unavailable(error: OSError) -> DeviceError:
+    """The error for a machine whose Bluetooth stack cannot be reached at all."""
+    return BluetoothUnavailableError(
+        f"Bluetooth is not available on this machine ({error.strerror or error}): on Linux "
+        "coach needs BlueZ (bluetoothd, reached over D-Bus) and a Bluetooth adapter. Check "
+        "`bluetoothctl show`; to try coach without sensors use `coach run --emulate`."
+    )
 
 
 def _scanner_kwargs(backend: BleBackend | None) -> dict[str, Any]:
@@ -391,10 +406,17 @@ class SensorLink:
         return self.target.matches(device, adv)
 
     async def find(self, timeout_s: float) -> BLEDevice | None:
-        """Scan until this sensor advertises or ``timeout_s`` passes."""
-        return await BleakScanner.find_device_by_filter(
-            self._wanted, timeout=timeout_s, **_scanner_kwargs(self._backend)
-        )
+        """Scan until this sensor advertises or ``timeout_s`` passes.
+
+        Raises:
+            DeviceError: the system has no usable Bluetooth stack (no adapter, no BlueZ).
+        """
+        try:
+            return await BleakScanner.find_device_by_filter(
+                self._wanted, timeout=timeout_s, **_scanner_kwargs(self._backend)
+            )
+        except OSError as error:
+            raise bluetooth_unavailable(error) from None
 
     async def open(self, device: BLEDevice) -> None:
         """Connect to ``device``, check the service, run the configure and start steps."""
@@ -606,6 +628,8 @@ class SensorStream:
                     return why
                 await asyncio.wait_for(link.open(device), max(0.1, deadline - loop.time()))
                 return ""
+            except BluetoothUnavailableError:
+                raise
             except DeviceError as error:
                 return str(error)
             except (BleakError, TimeoutError, OSError) as error:

@@ -25,7 +25,8 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 from coach.sources.sim_params import SimulationParams
 from coach.types import FloatArray
 
-#: Ramp-up from standing to full running, s (only when the session starts with standing).
+#: Ramp-up from standing to full running, s (only when the session starts with standing). The
+#: truth starts half-way through it (see GaitTimeline.t_first_event).
 START_RAMP_S = 1.0
 #: Steps generated before t = 0 and after the end, s, so that every phase is defined.
 PADDING_S = 3.0
@@ -48,7 +49,9 @@ class GaitTimeline:
         drop_deg: target contralateral pelvic drop of stance k.
         rotation_deg: target peak-to-peak pelvic rotation of step k.
         duty: stance fraction of the stride that starts at IC k, in gait phase units.
-        t_first_event: truth events start here (after standing and the start-up ramp), s.
+        t_first_event: truth events start here, s: at 0, or after standing from the middle of
+            the start-up ramp, where the motion reaches half its running amplitude (contacts
+            from there on are clear steps, those before are a shuffle of a few cm).
         standing_s: quiet standing before running, s.
 
     """
@@ -152,7 +155,7 @@ def build_timeline(params: SimulationParams, rng: np.random.Generator) -> GaitTi
     step_s, contact_s, speed, walking_steps, drop_deg, rotation_deg = table.T
     phase = _phase_spline(ic)
     duty = (np.asarray(phase(ic + contact_s)) - np.arange(ic.size)) / 2.0
-    t_first = params.standing_s + START_RAMP_S if params.standing_s > 0 else 0.0
+    t_first = params.standing_s + START_RAMP_S / 2.0 if params.standing_s > 0 else 0.0
     return GaitTimeline(
         ic=ic,
         right=np.arange(ic.size) % 2 == 0,

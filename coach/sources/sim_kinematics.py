@@ -24,7 +24,8 @@ Pelvis (Cardan Z-X'-Y'' relative to the direction of travel, Baker 2001)::
   an inverted-pendulum walker (highest at mid-stance); lateral sway toward the stance side.
 
 Shanks: thigh and shank sagittal angles over each leg's stride (periodic cubic splines through
-keypoints of typical running and walking kinematics, e.g. Novacheck 1998, warped so that the
+keypoints of running and walking kinematics: running shank from a real runner, RBDS001 of
+Fukuchi et al. 2017, thigh and walking after Novacheck 1998; warped smoothly so that the
 template's toe-off lands on the step's toe-off), small frontal and transverse rotations; the
 sensor point hangs from the hip (on the pelvis) via the thigh and the shank, so its acceleration
 contains the real centripetal and tangential terms. The foot is not pinned to the ground in
