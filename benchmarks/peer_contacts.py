@@ -105,8 +105,13 @@ def skdh_events(block: SampleBlock, rotation: FloatArray) -> list[GaitEvent]:
         warnings.simplefilter("ignore")
         gait = GaitLumbar(min_bout_time=min(8.0, duration - 0.5))
         result = gait.predict(
-            time=block.t + epoch, accel=acc, fs=rate, height=1.75, gait_pred=True,
-            v_axis=2, ap_axis=0,
+            time=block.t + epoch,
+            accel=acc,
+            fs=rate,
+            height=1.75,
+            gait_pred=True,
+            v_axis=2,
+            ap_axis=0,
         )
     ic = np.asarray(result.get("IC Timestamp", []), float) - epoch
     stance = np.asarray(result.get("stance time", np.full(ic.shape, np.nan)), float)

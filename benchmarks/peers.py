@@ -45,11 +45,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import peer_contacts as pc  # noqa: E402
-import peer_orientation as po  # noqa: E402
+import peer_contacts as pc
+import peer_orientation as po
 
-from coach.config import CoachConfig  # noqa: E402
-from coach.evaluation import (  # noqa: E402
+from coach.config import CoachConfig
+from coach.evaluation import (
     EventScore,
     match_events,
     match_strides,
@@ -58,10 +58,10 @@ from coach.evaluation import (  # noqa: E402
     read_truth_events,
     truth_strides,
 )
-from coach.runtime import replay_session  # noqa: E402
-from coach.sources.csv_folder import CsvSession, read_session  # noqa: E402
-from coach.stream.pelvis_orientation import PelvisAngles, PelvisTracker  # noqa: E402
-from coach.types import EventKind, GaitEvent, Location, SampleBlock, Side  # noqa: E402
+from coach.runtime import replay_session
+from coach.sources.csv_folder import CsvSession, read_session
+from coach.stream.pelvis_orientation import PelvisAngles, PelvisTracker
+from coach.types import EventKind, GaitEvent, Location, SampleBlock, Side
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIG = CoachConfig()
@@ -103,9 +103,7 @@ class Case:
 
 
 # --- scoring ----------------------------------------------------------------------------------
-def score(
-    events: Sequence[GaitEvent], case: Case, kind: EventKind, use_side: bool
-) -> EventScore:
+def score(events: Sequence[GaitEvent], case: Case, kind: EventKind, use_side: bool) -> EventScore:
     """coach.evaluation.match_events with the case's window and span."""
     return match_events(events, case.truth, kind, case.window_s, case.span, use_side)
 
@@ -127,8 +125,9 @@ def feet_case(folder: Path, data: Path) -> Case | None:
     times = [e.t for e in truth]
     subset = CsvSession({k: v for k, v in session.blocks.items() if k in FEET}, session.meta)
     minutes = _minutes(subset)
-    return Case(folder.name, subset, truth, window, (min(times) - window, max(times) + window),
-                minutes)
+    return Case(
+        folder.name, subset, truth, window, (min(times) - window, max(times) + window), minutes
+    )
 
 
 def pelvis_case(folder: Path, data: Path) -> Case | None:
@@ -224,7 +223,13 @@ def feet_rows(data: Path, block_s: float) -> list[Row]:
 
         rows.append(
             run_contacts(
-                task, label, "gaitmap BarthDtw+Rampp", OFFLINE, gaitmap, cases, True,
+                task,
+                label,
+                "gaitmap BarthDtw+Rampp",
+                OFFLINE,
+                gaitmap,
+                cases,
+                True,
                 "defaults; gaitmap's own gravity/PCA/forward-sign alignment; whole strides only",
             )
         )
@@ -234,6 +239,11 @@ def feet_rows(data: Path, block_s: float) -> list[Row]:
 
 
 # --- section 2: lower back --------------------------------------------------------------------
+def block_of(session: CsvSession) -> SampleBlock:
+    """The pelvis sensor of a session."""
+    return session.blocks[Location.PELVIS]
+
+
 def pelvis_rows(data: Path, block_s: float) -> list[Row]:
     """coach pelvis-only vs mobgap and skdh lower-back detectors, per dataset."""
     sessions = data / "sessions"
@@ -243,34 +253,30 @@ def pelvis_rows(data: Path, block_s: float) -> list[Row]:
         "alcantara ×{n} run, acc 500 Hz": sorted(sessions.glob("alcantara_sub2_*")),
     }
     rows: list[Row] = []
-    rotations: dict[str, np.ndarray] = {}
+    rotations: dict[int, np.ndarray] = {}  # by id() of the session: the converged mount
     for template, folders in groups.items():
         cases = [c for f in folders if f.is_dir() and (c := pelvis_case(f, data))]
         label = template.format(n=len(cases))
         task = "pelvis contacts"
-        for case in cases:  # the converged mount, computed once, untimed (given to the peers)
-            rotations[case.name] = pc.body_rotation(case.session.blocks[Location.PELVIS])
+        for case in cases:  # computed once, untimed: given to the peers
+            rotations[id(case.session)] = pc.body_rotation(case.session.blocks[Location.PELVIS])
 
-        def block_of(session: CsvSession) -> SampleBlock:
-            return session.blocks[Location.PELVIS]
-
-        def rotation_of(session: CsvSession) -> np.ndarray:
-            return next(
-                rotations[c.name] for c in cases if c.session is session
-            )
-
-        rows.append(
-            run_contacts(task, label, COACH, CAUSAL, coach_detector(block_s), cases, False)
-        )
+        rows.append(run_contacts(task, label, COACH, CAUSAL, coach_detector(block_s), cases, False))
         if pc.available("mobgap"):
             for name in pc.MOBGAP_DETECTORS:
 
                 def mobgap(session: CsvSession, name: str = name) -> list[GaitEvent]:
-                    return pc.mobgap_ics(name, block_of(session), rotation_of(session))
+                    return pc.mobgap_ics(name, block_of(session), rotations[id(session)])
 
                 rows.append(
                     run_contacts(
-                        task, label, f"mobgap {name}", OFFLINE, mobgap, cases, False,
+                        task,
+                        label,
+                        f"mobgap {name}",
+                        OFFLINE,
+                        mobgap,
+                        cases,
+                        False,
                         "defaults; frame from coach's converged mount; session = 1 gait sequence",
                     )
                 )
@@ -279,11 +285,17 @@ def pelvis_rows(data: Path, block_s: float) -> list[Row]:
         if pc.available("skdh"):
 
             def skdh(session: CsvSession) -> list[GaitEvent]:
-                return pc.skdh_events(block_of(session), rotation_of(session))
+                return pc.skdh_events(block_of(session), rotations[id(session)])
 
             rows.append(
                 run_contacts(
-                    task, label, "skdh GaitLumbar", OFFLINE, skdh, cases, False,
+                    task,
+                    label,
+                    "skdh GaitLumbar",
+                    OFFLINE,
+                    skdh,
+                    cases,
+                    False,
                     "defaults; session = 1 bout; TO = IC + stance time (walking model)",
                 )
             )
@@ -416,8 +428,11 @@ def _event_notes(mine: Row, peers: list[Row]) -> list[str]:
     ]
     if fastest_offline and np.isfinite(mine.seconds):
         ratio = min(r.seconds / r.minutes for r in fastest_offline) / (mine.seconds / mine.minutes)
-        notes.append(f"{ratio:.1f}× faster than fastest peer" if ratio >= 1 else
-                     f"{1 / ratio:.1f}× slower than fastest peer")
+        notes.append(
+            f"{ratio:.1f}× faster than fastest peer"
+            if ratio >= 1
+            else f"{1 / ratio:.1f}× slower than fastest peer"
+        )
     return notes
 
 
@@ -432,8 +447,17 @@ def _event_cells(score: EventScore | None) -> tuple[str, str]:
 def print_table(rows: list[Row]) -> None:
     """One Markdown table (pasteable in the README)."""
     header = [
-        "task", "data", "method", "live?", "IC found +spur.", "IC err med/p95 (bias) ms",
-        "TO found +spur.", "TO err med/p95 (bias) ms", "drop/rot RMSE °", "delay ms", "cost",
+        "task",
+        "data",
+        "method",
+        "live?",
+        "IC found +spur.",
+        "IC err med/p95 (bias) ms",
+        "TO found +spur.",
+        "TO err med/p95 (bias) ms",
+        "drop/rot RMSE °",
+        "delay ms",
+        "cost",
         "remark",
     ]
     lines = []
@@ -452,8 +476,20 @@ def print_table(rows: list[Row]) -> None:
         else:
             delay = "whole rec." if r.causal == OFFLINE else "—"
         lines.append(
-            [r.task, r.data, r.method, r.causal, ic_found, ic_err, to_found, to_err, angles,
-             delay, r.cost or "—", r.remark]
+            [
+                r.task,
+                r.data,
+                r.method,
+                r.causal,
+                ic_found,
+                ic_err,
+                to_found,
+                to_err,
+                angles,
+                delay,
+                r.cost or "—",
+                r.remark,
+            ]
         )
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -474,8 +510,16 @@ def machine() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = []
-    for dist in ("numpy", "vqf", "gaitmap", "gaitmap_mad", "mobgap", "scikit-digital-health",
-                 "imufusion", "ahrs"):
+    for dist in (
+        "numpy",
+        "vqf",
+        "gaitmap",
+        "gaitmap_mad",
+        "mobgap",
+        "scikit-digital-health",
+        "imufusion",
+        "ahrs",
+    ):
         try:
             versions.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:
@@ -492,7 +536,9 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
-        "--block-s", type=float, default=1.0,
+        "--block-s",
+        type=float,
+        default=1.0,
         help="block length coach and the trackers are fed in, s (results do not depend on it)",
     )
     args = parser.parse_args()

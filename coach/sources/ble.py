@@ -410,6 +410,7 @@ class SensorLink:
 
         Raises:
             DeviceError: the system has no usable Bluetooth stack (no adapter, no BlueZ).
+
         """
         try:
             return await BleakScanner.find_device_by_filter(
