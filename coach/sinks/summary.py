@@ -17,6 +17,7 @@ _METRICS: tuple[tuple[str, str, int], ...] = (
     ("pelvic_rotation_deg", "pelvic rotation (deg)", 1),
     ("vertical_oscillation_cm", "vertical oscillation (cm)", 1),
     ("impact_peak_g", "shank impact peak (g)", 1),
+    ("braking_mps", "braking (m/s)", 2),
 )
 
 

@@ -195,6 +195,7 @@ class StreamCore:
                 angles.valid,
                 angles.vertical_position_m,
                 angles.obliquity_valid,
+                angles.forward_velocity_mps,
             )
             for t_changed in angles.t[angles.mount_changed]:
                 self.quality.add(

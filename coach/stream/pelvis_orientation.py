@@ -98,6 +98,8 @@ class PelvisAngles:
             rotation is then invalid.
         vertical_velocity_mps: high-pass integrated vertical velocity, m/s (up positive).
         vertical_position_m: high-pass double-integrated vertical position, m (up positive).
+        forward_velocity_mps: high-pass integrated speed change along the direction of travel,
+            m/s (NaN without gyroscope); its drop after a contact is the braking.
         mount_changed: a slipped mount was detected at this sample (calibration restarts).
 
     """
@@ -112,6 +114,7 @@ class PelvisAngles:
     vertical_velocity_mps: FloatArray
     vertical_position_m: FloatArray
     mount_changed: BoolArray
+    forward_velocity_mps: FloatArray
 
 
 def quaternion_to_matrix(q: FloatArray) -> FloatArray:
@@ -210,6 +213,7 @@ class PelvisTracker:
         self._last_turn_t = -np.inf
         self._zi_velocity = np.zeros((1, self._sos_velocity.shape[0], 2))
         self._zi_position = np.zeros((1, self._sos_position.shape[0], 2))
+        self._zi_forward = np.zeros((1, self._sos_velocity.shape[0], 2))
 
     def _restart_heading(self) -> None:
         self._zi_heading: FloatArray | None = None  # (1, sections, 2)
@@ -236,7 +240,9 @@ class PelvisTracker:
             return parts[0]
         if not parts:
             empty, none = np.zeros(0), np.zeros(0, bool)
-            return PelvisAngles(empty, empty, empty, empty, none, none, none, empty, empty, none)
+            return PelvisAngles(
+                empty, empty, empty, empty, none, none, none, empty, empty, none, empty
+            )
         return PelvisAngles(
             *(np.concatenate([getattr(p, name) for p in parts]) for name in PelvisAngles.__slots__)
         )
@@ -261,7 +267,17 @@ class PelvisTracker:
             velocity, position = self._vertical(vertical_acc)
             nan, none = np.full(n, np.nan), np.zeros(n, bool)
             return PelvisAngles(
-                t, nan, nan.copy(), nan.copy(), none, none, none, velocity, position, changed
+                t,
+                nan,
+                nan.copy(),
+                nan.copy(),
+                none,
+                none,
+                none,
+                velocity,
+                position,
+                changed,
+                nan.copy(),
             )
         quat = self._vqf.updateBatch(
             np.ascontiguousarray(gyr, dtype=float), np.ascontiguousarray(acc, dtype=float)
@@ -289,6 +305,11 @@ class PelvisTracker:
         yaw = np.arctan2(b2e[1, 0], b2e[0, 0])
         calibrated = mount.calibrated[group]
         heading, settled, turning = self._heading(t, yaw, calibrated)
+        forward_acc = np.cos(heading) * (
+            r[0, 0] * acc[:, 0] + r[0, 1] * acc[:, 1] + r[0, 2] * acc[:, 2]
+        ) + np.sin(heading) * (r[1, 0] * acc[:, 0] + r[1, 1] * acc[:, 1] + r[1, 2] * acc[:, 2])
+        forward_velocity = np.array(forward_acc[None, :], dtype=float, order="C")
+        sos_filter_inplace(self._sos_velocity, forward_velocity, self._zi_forward)
         obliquity_valid = calibrated & settled
         valid = obliquity_valid & ~turning
         obliquity = -np.degrees(np.arcsin(np.minimum(np.maximum(b2e[2, 1], -1.0), 1.0)))
@@ -309,6 +330,7 @@ class PelvisTracker:
             velocity,
             position,
             changed,
+            forward_velocity[0],
         )
 
     def _vertical(self, vertical_acc: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -6,7 +6,8 @@ the next contralateral IC (negative when both feet are on the ground: walking's 
 cadence from this IC to the next one. Contralateral pelvic drop = how far the swing side of the
 pelvis falls below its level at IC, at most, from IC to TO (to the next IC when the TO is not
 known): right stance: max rise of obliquity above its IC value; left stance: max fall below it.
-Pelvic rotation = peak-to-peak rotation from this IC to the next.
+Pelvic rotation = peak-to-peak rotation from this IC to the next. Braking = the pelvis's forward
+speed at IC minus its lowest value during the stance (the speed lost to braking), m/s.
 
 Events reach the assembler with different detection delays and from different sensors, so a
 stride is emitted only once everything it depends on is known, judged by per-source watermarks
@@ -83,8 +84,8 @@ class StrideAssembler:
         self._quality = quality
         capacity = int(ring_s * ring_rate_hz)
         # pelvis columns: obliquity_deg, rotation_deg, rotation valid (1/0), vertical_position_m,
-        # obliquity valid (1/0)
-        self._pelvis = TimeRing(capacity, 5)
+        # obliquity valid (1/0), forward_velocity_mps
+        self._pelvis = TimeRing(capacity, 6)
         self._impact = {Side.LEFT: TimeRing(capacity, 1), Side.RIGHT: TimeRing(capacity, 1)}
         self._contacts: list[GaitEvent] = []
         self._toe_offs: list[GaitEvent] = []
@@ -120,6 +121,7 @@ class StrideAssembler:
         valid: np.ndarray,
         vertical_position_m: FloatArray | None = None,
         obliquity_valid: np.ndarray | None = None,
+        forward_velocity_mps: FloatArray | None = None,
     ) -> None:
         """Take per-sample pelvis angles (and vertical position when known).
 
@@ -133,10 +135,13 @@ class StrideAssembler:
         if vertical_position_m is not None:
             vertical = vertical_position_m
         obliquity_ok = valid if obliquity_valid is None else obliquity_valid
+        forward = np.full(t.shape[0], np.nan)
+        if forward_velocity_mps is not None:
+            forward = forward_velocity_mps
         self._pelvis.extend(
             t,
             np.column_stack(
-                (obliquity_deg, rotation_deg, valid.astype(float), vertical, obliquity_ok)
+                (obliquity_deg, rotation_deg, valid.astype(float), vertical, obliquity_ok, forward)
             ),
         )
         self._pelvis_watermark = float(t[-1])
@@ -212,7 +217,9 @@ class StrideAssembler:
 
         step_s = end_t - start.t if nxt is not None else None
         contact_end = toe_off.t if toe_off is not None else end_t
-        drop, rotation, vertical = self._pelvis_metrics(start, contact_end, end_t, nxt is not None)
+        drop, rotation, vertical, braking = self._pelvis_metrics(
+            start, contact_end, end_t, nxt is not None
+        )
         return Stride(
             t=start.t,
             t_detected=detected,
@@ -226,6 +233,7 @@ class StrideAssembler:
             pelvic_rotation_deg=rotation,
             vertical_oscillation_cm=vertical,
             impact_peak_g=self._impact_peak(start),
+            braking_mps=braking,
             quality=self._quality(start.t, end_t),
         )
 
@@ -242,29 +250,34 @@ class StrideAssembler:
 
     def _pelvis_metrics(
         self, start: GaitEvent, contact_end: float, end_t: float, full_step: bool
-    ) -> tuple[float | None, float | None, float | None]:
+    ) -> tuple[float | None, float | None, float | None, float | None]:
+        """Drop, rotation, vertical oscillation and braking of a stance (None: not measurable)."""
         if not self._pelvis_available:
-            return None, None, None
+            return None, None, None, None
         t, values = self._pelvis.window(start.t - 0.05, end_t)
         if t.shape[0] < 3 or t[0] > start.t:
-            return None, None, None
+            return None, None, None, None
         obliquity, rotation, vertical = values[:, 0], values[:, 1], values[:, 3]
         stance = (t >= start.t) & (t <= contact_end)
         step = t >= start.t
         drop: float | None = None
+        braking: float | None = None
         if stance.any() and np.all(values[:, 4] > 0.5):
             at_contact = float(np.interp(start.t, t, obliquity))
             if start.side is Side.RIGHT:
                 drop = float(np.max(obliquity[stance]) - at_contact)
             elif start.side is Side.LEFT:
                 drop = float(at_contact - np.min(obliquity[stance]))
+        forward = values[:, 5]
+        if stance.any() and np.all(values[:, 2] > 0.5) and np.all(np.isfinite(forward)):
+            braking = float(np.interp(start.t, t, forward) - np.min(forward[stance]))
         rotation_pp = None
         if full_step and step.any() and np.all(values[step, 2] > 0.5):
             rotation_pp = float(np.ptp(rotation[step]))
         vertical_cm = None
         if full_step and step.any() and np.all(np.isfinite(vertical[step])):
             vertical_cm = float(np.ptp(vertical[step]) * 100.0)
-        return drop, rotation_pp, vertical_cm
+        return drop, rotation_pp, vertical_cm, braking
 
     def _impact_peak(self, start: GaitEvent) -> float | None:
         ring = self._impact.get(start.side)
