@@ -6,23 +6,21 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from coach.types import Cue, GaitEvent, Stride
+from coach.types import STRIDE_METRICS, Cue, GaitEvent, Stride
 
 EVENT_COLUMNS = ("t", "t_detected", "kind", "side")
-STRIDE_COLUMNS = (
-    "t",
-    "t_detected",
-    "side",
-    "contact_time_ms",
-    "flight_time_ms",
-    "cadence_spm",
-    "pelvic_drop_deg",
-    "pelvic_rotation_deg",
-    "vertical_oscillation_cm",
-    "impact_peak_g",
-    "braking_mps",
-    "quality",
-)
+STRIDE_COLUMNS = ("t", "t_detected", "side", *STRIDE_METRICS, "quality")
+#: Decimals written per stride metric.
+METRIC_DECIMALS = {
+    "contact_time_ms": 1,
+    "flight_time_ms": 1,
+    "cadence_spm": 1,
+    "pelvic_drop_deg": 2,
+    "pelvic_rotation_deg": 2,
+    "vertical_oscillation_cm": 2,
+    "impact_peak_g": 2,
+    "braking_mps": 3,
+}
 CUE_COLUMNS = ("t", "rule", "phrase")
 
 
@@ -57,14 +55,7 @@ def write_strides(path: Path, strides: Iterable[Stride]) -> int:
                     f"{s.t:.4f}",
                     f"{s.t_detected:.4f}",
                     s.side.value,
-                    _cell(s.contact_time_ms, 1),
-                    _cell(s.flight_time_ms, 1),
-                    _cell(s.cadence_spm, 1),
-                    _cell(s.pelvic_drop_deg, 2),
-                    _cell(s.pelvic_rotation_deg, 2),
-                    _cell(s.vertical_oscillation_cm, 2),
-                    _cell(s.impact_peak_g, 2),
-                    _cell(s.braking_mps, 3),
+                    *(_cell(getattr(s, name), METRIC_DECIMALS[name]) for name in STRIDE_METRICS),
                     ";".join(sorted(s.quality)),
                 ]
             )

@@ -50,7 +50,15 @@ from mcap.writer import LIBRARY_IDENTIFIER, CompressionType, Writer
 
 from coach import __version__
 from coach.errors import RecordingError
-from coach.types import LOCATIONS, Cue, GaitEvent, QualityChange, SampleBlock, Stride
+from coach.types import (
+    LOCATIONS,
+    STRIDE_METRICS,
+    Cue,
+    GaitEvent,
+    QualityChange,
+    SampleBlock,
+    Stride,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +106,7 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     "/strides": _object_schema(
         "coach.Stride",
         {"t": _NUMBER, "t_detected": _NUMBER, "side": _STRING}
-        | {
-            name: _NULLABLE_NUMBER
-            for name in (
-                "contact_time_ms",
-                "flight_time_ms",
-                "cadence_spm",
-                "pelvic_drop_deg",
-                "pelvic_rotation_deg",
-                "vertical_oscillation_cm",
-                "impact_peak_g",
-                "braking_mps",
-            )
-        }
+        | {name: _NULLABLE_NUMBER for name in STRIDE_METRICS}
         | {"quality": {"type": "array", "items": _STRING}},
     ),
     "/cues": _object_schema(
