@@ -14,15 +14,23 @@ search is vectorised: numpy finds where each running extremum is confirmed, and 
 machine runs only over those few confirmations and over the rises through the swing level (a
 handful per stride), never per sample.
 
-Initial contact (IC) is refined with the accelerometer: the foot strike is the steepest rise of
-the specific-force magnitude |a| (the impact: tens of m/s² within 10–30 ms on a skin-mounted
-shank IMU; foot-strike detectors time it from this rise of the tibial acceleration, Purcell et al.
-2006, Mitschke et al. 2017), searched between the end of the forward swing (ω falling through
-zero: the swing limb retracts before contact) and the contact minimum of ω, at most
-``IMPACT_SEARCH_S`` back. Without such a rise (flat or missing accelerometer) IC is the contact
-minimum of ω, which follows the force-plate contact by ~15–30 ms in running (Purcell et al. 2006
-report +17 ms). The refinement adds no delay: the decision is still taken when the contact
-minimum is confirmed (~10–25 ms after it).
+Initial contact (IC) is timed and decided from the accelerometer, as early as the signal allows:
+the foot strike is the steepest rise of the specific-force magnitude |a| (the impact: tens of
+m/s² within 10–30 ms on a skin-mounted shank IMU; foot-strike detectors time it from this rise of
+the tibial acceleration, Purcell et al. 2006, Mitschke et al. 2017). Once a mid-swing peak has
+been seen, the search is armed when ω falls through zero (the swing limb retracts before
+contact; IC follows 15–30 ms later in running). The impact is the first rise of |a| by
+``IMPACT_TURN_M_S2`` above its running minimum from there (or from the trough just before, when
+|a| is already rising); it is decided as soon as the slope of |a| has fallen below
+``IMPACT_SLOPE_DROP`` of its steepest, typically 5–15 ms after contact, long before the contact
+minimum of ω is confirmed. A rise later than ``IMPACT_LATEST_S`` after the swing end is stance
+kinematics, not the impact (at ≤ 100 Hz the sensor's anti-alias filter can remove the impact
+entirely): then IC is the sharpest bend of |a| before it (where its late-swing fall stopped),
+decided at ``IMPACT_LATEST_S`` after the swing end, or nothing when |a| shows no bend of
+``IMPACT_MIN_RISE_M_S2``. Without any of this (flat or missing accelerometer) IC falls back to
+the contact minimum of ω, decided when that minimum is confirmed (~10–25 ms after it), timed by
+the steepest rise of |a| before it where one exists, else the minimum itself, which follows the
+force-plate contact by ~15–30 ms in running (Purcell et al. 2006 report +17 ms).
 
 Toe-off (TO):
 
@@ -77,8 +85,13 @@ MIN_PEAK_FRACTION = 0.4
 IMPACT_SEARCH_S = 0.06
 
 #: Smallest rise of |a| across the steepest rise that counts as an impact, m/s² (0.3 g; a
-#: foot strike raises the shank's |a| by 1-10 g, sensor noise by a few tenths of a m/s²).
+#: foot strike raises the shank's |a| by 1-10 g, sensor noise by a few tenths of a m/s²); also
+#: the smallest bend (second difference) of |a| that marks a contact without an impact.
 IMPACT_MIN_RISE_M_S2 = 3.0
+
+#: Rise of |a| above its minimum since the swing ended that starts an impact, m/s² (at 100 Hz
+#: a filtered impact may add only 2-5 m/s²; only rises that begin early are accepted).
+IMPACT_TURN_M_S2 = 1.5
 
 #: Smoothing of ω before the curvature search for running toe-off, s.
 TOE_OFF_SMOOTH_S = 0.02
@@ -94,6 +107,22 @@ RUNNING_REBOUND = 0.3
 #: Samples processed per vectorised pass (bounds the cost of long blocks).
 CHUNK = 512
 
+#: Longest wait for the impact after the swing ends (ω falling through zero), s.
+IMPACT_WINDOW_S = 0.12
+
+#: How far before the swing end the rise of the impact may start, s.
+IMPACT_LOOKBACK_S = 0.03
+
+#: Latest impact after the swing end (ω through zero), s: IC follows it by 15-30 ms in running,
+#: less in walking; a later rise of |a| is stance kinematics.
+IMPACT_LATEST_S = 0.035
+
+#: The impact's rise is over once the slope of |a| falls below this fraction of its steepest.
+IMPACT_SLOPE_DROP = 0.5
+
+# kinds of ω crossings, in the order they are handled when they fall on the same sample
+_HALF_LEVEL, _LEVEL, _SWING_END, _SWING_RESUMED = 1, 2, 3, 4
+
 
 @dataclass(slots=True)
 class _Extremum:
@@ -103,6 +132,31 @@ class _Extremum:
     value: float
     confirmed_at: int
     is_max: bool
+
+
+def _vertex(y: FloatArray, k: int) -> float:
+    """Sub-sample offset of the maximum ``y[k]`` by a parabola through its neighbours."""
+    if k <= 0 or k + 1 >= y.size:
+        return 0.0
+    y0, y1, y2 = float(y[k - 1]), float(y[k]), float(y[k + 1])
+    den = y0 - 2.0 * y1 + y2
+    if not den < 0.0:
+        return 0.0
+    return min(0.5, max(-0.5, 0.5 * (y0 - y2) / den))
+
+
+def _sharpest_bend(a: FloatArray, first: int, stop: int, least: float = -math.inf) -> float:
+    """Fractional index of the largest second difference of ``a`` over samples first..stop-1.
+
+    NaN when there is none, or when it is below ``least``.
+    """
+    if stop <= first:
+        return math.nan
+    bend = a[first - 1 : stop - 1] - 2.0 * a[first:stop] + a[first + 1 : stop + 1]
+    j = int(bend.argmax())
+    if not bend[j] >= least:
+        return math.nan
+    return first + j + _vertex(bend, j)
 
 
 class ShankContactDetector:
@@ -149,6 +203,9 @@ class ShankContactDetector:
         self._hysteresis_fraction = hysteresis_fraction
         self._refine = refine_with_impact
         self._impact_n = max(2, math.ceil(IMPACT_SEARCH_S * rate_hz))
+        self._impact_window_n = max(4, math.ceil(IMPACT_WINDOW_S * rate_hz))
+        self._lookback_n = max(1, math.ceil(IMPACT_LOOKBACK_S * rate_hz))
+        self._impact_late_n = IMPACT_LATEST_S * rate_hz
         self._smooth_n = max(1, round(TOE_OFF_SMOOTH_S * rate_hz))
         # history: one longest stride plus a chunk, for the look-backs of IC and TO
         self._capacity = math.ceil(self._max_stride_s * rate_hz) + CHUNK + 8
@@ -173,6 +230,7 @@ class ShankContactDetector:
         self._ext_val = -math.inf
         self._ext_idx = -1
         self._prev = math.nan
+        self._prev_forward = 0  # whether the last ω was > 0
         self._last_min: _Extremum | None = None
         self._to_done = True
         self._swing_t = -math.inf  # last accepted mid-swing peak
@@ -183,6 +241,14 @@ class ShankContactDetector:
         self._ic_rebound_needed = math.inf  # late-stance ω that marks a running stance
         self._rise_t = -math.inf  # first rise into swing (half the swing level) since the last IC
         self._stride_s = math.nan
+        self._contact_pending = False  # IC emitted from the impact, contact minimum still ahead
+        self._disarm()
+
+    def _disarm(self) -> None:
+        """Stop waiting for an impact (contact decided, or the swing resumed)."""
+        self._armed_at = -1  # where the swing ended (ω through zero), absolute index
+        self._impact_at = -1  # sample at which the impact became known, absolute index
+        self._impact_t = math.nan
 
     # ------------------------------------------------------------------ streaming
     def update(self, block: SampleBlock) -> list[GaitEvent]:
@@ -194,7 +260,7 @@ class ShankContactDetector:
         events: list[GaitEvent] = []
         if t[0] - self._last_t > self._gap_s and math.isfinite(self._last_t):
             self._restart()
-        jumps = np.flatnonzero(np.diff(t) > self._gap_s) + 1 if len(t) > 1 else ()
+        jumps = ((t[1:] - t[:-1]) > self._gap_s).nonzero()[0] + 1 if len(t) > 1 else ()
         bounds = [0, *(int(j) for j in jumps), len(t)]
         for k in range(len(bounds) - 1):
             if k > 0:
@@ -244,6 +310,7 @@ class ShankContactDetector:
         events: list[GaitEvent],
     ) -> None:
         base = self._store(t, w, a)
+        end = base + len(t)
         amp = np.maximum(amplitude, MIN_SWING_PEAK_RAD_S / self._swing_fraction)
         delta = self._hysteresis_fraction * amp
         level = self._swing_fraction * amp
@@ -251,29 +318,48 @@ class ShankContactDetector:
         extrema = self._extrema(w, delta, base)
         previous = np.concatenate(([self._prev], w[:-1]))
         self._prev = float(w[-1])
-        # rises into swing (half the swing level) and through the swing level, in sample order
-        marks: list[tuple[int, bool]] = []
-        for through_level, threshold in ((False, 0.5 * level), (True, level)):
-            crossing = (previous < threshold) & (w >= threshold)
-            if crossing.any():
-                marks += [(int(i), through_level) for i in np.flatnonzero(crossing)]
-        marks.sort()
-        # state machine over the few decisions, in sample order (extremum before rise)
-        mi = 0
-        for ext in extrema:
-            pos = ext.confirmed_at - base
-            while mi < len(marks) and marks[mi][0] < pos:
-                self._on_rise(float(t[marks[mi][0]]), marks[mi][1], seeking_max, events)
-                mi += 1
-            seeking_max = not ext.is_max
-            if ext.is_max:
-                self._on_max(ext, float(level[pos]))
+        # decisions in sample order: extrema confirmations first, then the ω crossings
+        items: list[tuple[int, int, _Extremum | None]] = [
+            (ext.confirmed_at - base, 0, ext) for ext in extrema
+        ]
+        half = 0.5 * level
+        for mark, crossing in (
+            (_HALF_LEVEL, (previous < half) & (w >= half)),
+            (_LEVEL, (previous < level) & (w >= level)),
+        ):
+            items += [(int(i), mark, None) for i in crossing.nonzero()[0]]
+        # ω through zero: down = the swing ended, up = it resumed (NaN counts as not forward)
+        forward = (w > 0.0).view(np.int8)
+        turns = forward[1:] - forward[:-1]
+        items += [
+            (int(i) + 1, _SWING_END if turns[i] < 0 else _SWING_RESUMED, None)
+            for i in turns.nonzero()[0]
+        ]
+        if (self._prev_forward > 0) != bool(forward[0]):
+            items.append((0, _SWING_RESUMED if forward[0] else _SWING_END, None))
+        self._prev_forward = int(forward[-1])
+        items.sort(key=lambda item: (item[0], item[1]))
+        if self._armed_at >= 0 and self._impact_at < 0:
+            self._scan_impact(end)  # the swing ended in an earlier chunk: look further
+        for pos, mark, ext in items:
+            self._fire_impact(base + pos, events)
+            if ext is not None:
+                seeking_max = not ext.is_max
+                if ext.is_max:
+                    self._on_max(ext, float(level[pos]))
+                else:
+                    self._on_min(ext, float(t[pos]), float(amp[pos]), events)
+                    if w[pos] >= level[pos]:
+                        self._emit_toe_off(float(t[pos]), events)
+            elif mark == _SWING_END:
+                if self._awaiting_ic and self._armed_at < 0:
+                    self._armed_at = base + pos
+                    self._scan_impact(end)
+            elif mark == _SWING_RESUMED:
+                self._disarm()
             else:
-                self._on_min(ext, float(t[pos]), float(amp[pos]), events)
-                if w[pos] >= level[pos]:
-                    self._emit_toe_off(float(t[pos]), events)
-        for pos, through_level in marks[mi:]:
-            self._on_rise(float(t[pos]), through_level, seeking_max, events)
+                self._on_rise(float(t[pos]), mark == _LEVEL, seeking_max, events)
+        self._fire_impact(end - 1, events)
 
     def _extrema(self, w: FloatArray, delta: FloatArray, base: int) -> list[_Extremum]:
         """Confirmed extrema (Billauer hysteresis) of one chunk, vectorised.
@@ -305,9 +391,9 @@ class ShankContactDetector:
                 # the running extremum moved within seg[:stop]: its first occurrence
                 head = seg[:stop]
                 if clean:
-                    j = int(np.argmax(head) if self._seeking_max else np.argmin(head))
+                    j = int(head.argmax() if self._seeking_max else head.argmin())
                 else:
-                    j = int(np.flatnonzero(head == running[stop - 1])[0])
+                    j = int((head == running[stop - 1]).nonzero()[0][0])
                 self._ext_val, self._ext_idx = float(head[j]), base + p + j
             if not hit:
                 break
@@ -350,32 +436,136 @@ class ShankContactDetector:
         self, ext: _Extremum, now: float, amplitude: float, events: list[GaitEvent]
     ) -> None:
         t_min, value = float(self._t[ext.index % self._capacity]), ext.value
+        deep = value < self._swing_val - 0.5 * amplitude
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
-            elif (
-                value < self._swing_val - 0.5 * amplitude
-                and t_min >= self._rise_t + self._min_swing_s
-            ):
-                self._awaiting_ic = False
-                self._peaks = [*self._peaks[-4:], self._swing_val]
+                self._disarm()
+            elif deep and t_min >= self._rise_t + self._min_swing_s:
                 t_ic = self._impact_time(ext.index) if self._refine else math.nan
                 if math.isnan(t_ic):
                     t_ic = self._refined(ext)[0]
-                if math.isfinite(self._last_ic_t):
-                    gap = t_ic - self._last_ic_t
-                    self._stride_s = gap if gap <= self._max_stride_s else math.nan
-                self._last_ic_t = t_ic
-                self._ic_idx = ext.index
-                self._ic_rebound_needed = value + RUNNING_REBOUND * self._swing_val
-                self._last_min = None
-                self._to_done = False
-                events.append(GaitEvent(t_ic, now, EventKind.INITIAL_CONTACT, self.side))
+                self._emit_contact(t_ic, now, ext.index, value, events)
                 return
+        elif self._contact_pending and deep:
+            # the contact minimum of an IC already emitted from the impact
+            self._contact_pending = False
+            self._ic_idx = ext.index
+            self._ic_rebound_needed = value + RUNNING_REBOUND * self._swing_val
+            return
         if t_min > self._last_ic_t:
             self._last_min = ext
             if not math.isfinite(self._last_ic_t):
                 self._to_done = False
+
+    def _scan_impact(self, end: int) -> None:
+        """Look for the foot-strike impact in |a| from the end of the swing up to ``end``.
+
+        See the module docstring for the rule. Every quantity depends only on the samples from
+        the swing end up to the decision, so the result does not depend on how the samples
+        arrived; the search is repeated from the swing end on each new chunk until decided.
+        """
+        z = self._armed_at
+        stop = min(end, z + self._impact_window_n)
+        first = max(self._segment_start, self._n - self._capacity)
+        if z < first:
+            self._disarm()
+            return
+        lo = max(first, z - self._lookback_n)
+        acc = self._history(self._a, lo, stop)
+        a = np.sqrt(acc[:, 0] * acc[:, 0] + acc[:, 1] * acc[:, 1] + acc[:, 2] * acc[:, 2])
+        # if |a| is already rising when the swing ends, start from the trough just before
+        back = z - lo
+        rising = a[1 : back + 1] > a[:back]
+        climb = back - int(np.flatnonzero(~rising)[-1]) - 1 if not rising.all() else back
+        trough = climb < back
+        start = z - climb if trough else z
+        found = self._impact_in(a, start - lo, trough, z - lo + self._impact_late_n)
+        if found is None:
+            if stop == z + self._impact_window_n or not np.isfinite(a).all():
+                self._disarm()
+            return
+        decided, onset = found
+        if math.isnan(onset):
+            self._disarm()
+            return
+        self._impact_at = lo + decided
+        whole = math.floor(onset)
+        self._impact_t = (
+            float(self._t[(lo + whole) % self._capacity]) + (onset - whole) / self.rate_hz
+        )
+
+    @staticmethod
+    def _impact_in(a: FloatArray, s0: int, trough: bool, late: float) -> tuple[int, float] | None:
+        """(decision index, onset as a fractional index) of the impact in |a|, or None.
+
+        The rise is searched from ``a[s0]``; ``trough``: ``a[s0]`` is a local minimum of |a|,
+        otherwise the rise must start from a later, lower sample.
+        """
+        if a.size - s0 < 3:
+            return None
+        floor = np.minimum.accumulate(a[s0:])
+        rising = (a[s0:] - floor) >= IMPACT_TURN_M_S2
+        if not trough:
+            rising &= floor < a[s0]
+        q = int(rising.argmax())
+        limit = math.floor(late) + 1  # first sample after the latest impact time
+        if (not rising[q] or s0 + q > limit) and a.size > limit:
+            # no impact: its high frequencies may be filtered out (low rates), but the fall of
+            # |a| still stops at contact; without such a bend there is no evidence of contact
+            return limit, _sharpest_bend(a, max(1, s0), limit, IMPACT_MIN_RISE_M_S2)
+        if not rising[q]:
+            return None
+        m = s0 + int(a[s0 : s0 + q + 1].argmin())
+        slope = a[m + 1 :] - a[m:-1]  # slope[k] = a[m + k + 1] - a[m + k]
+        k0 = s0 + q - m  # first slope that ends after the rise qualified
+        if k0 >= slope.size:
+            return None
+        steepest = np.maximum.accumulate(slope)
+        over = slope[k0:] < IMPACT_SLOPE_DROP * steepest[k0:]
+        c = int(over.argmax())
+        if not over[c]:
+            return None
+        k_end = k0 + c
+        k = int(slope[:k_end].argmax())
+        steep = m + k + 0.5 + _vertex(slope, k)
+        if steep <= late:
+            return m + k_end + 1, steep
+        # a rise this long after the swing ended is not the impact (filtered out at low rates):
+        # contact began where the fall of |a| stopped, its sharpest bend before this rise
+        return m + k_end + 1, _sharpest_bend(a, max(1, s0), m + k + 1)
+
+    def _fire_impact(self, upto: int, events: list[GaitEvent]) -> None:
+        """Emit the IC of an impact known at or before absolute sample ``upto``."""
+        if self._impact_at < 0 or self._impact_at > upto:
+            return
+        at, t_ic = self._impact_at, self._impact_t
+        self._disarm()
+        if not self._awaiting_ic or t_ic < self._rise_t + self._min_swing_s:
+            return
+        if t_ic - self._swing_t > self._max_stride_s:
+            return
+        lo = max(self._armed_at, self._segment_start, self._n - self._capacity, at - 64)
+        w = self._history(self._w, lo, at + 1)
+        self._emit_contact(t_ic, float(self._t[at % self._capacity]), at, float(w.min()), events)
+        self._contact_pending = True
+
+    def _emit_contact(
+        self, t_ic: float, now: float, index: int, w_min: float, events: list[GaitEvent]
+    ) -> None:
+        self._awaiting_ic = False
+        self._disarm()
+        self._peaks = [*self._peaks[-4:], self._swing_val]
+        if math.isfinite(self._last_ic_t):
+            gap = t_ic - self._last_ic_t
+            self._stride_s = gap if gap <= self._max_stride_s else math.nan
+        self._last_ic_t = t_ic
+        self._ic_idx = index
+        self._ic_rebound_needed = w_min + RUNNING_REBOUND * self._swing_val
+        self._last_min = None
+        self._to_done = False
+        self._contact_pending = False
+        events.append(GaitEvent(t_ic, now, EventKind.INITIAL_CONTACT, self.side))
 
     def _on_rise(
         self, now: float, through_level: bool, seeking_max: bool, events: list[GaitEvent]
@@ -411,7 +601,7 @@ class ShankContactDetector:
         if a.size < 3 or not np.isfinite(a).all():
             return math.nan
         slope = a[1:] - a[:-1]
-        steepest = int(np.argmax(slope))
+        steepest = int(slope.argmax())
         if float(a[steepest + 1 :].max() - a[: steepest + 1].min()) < IMPACT_MIN_RISE_M_S2:
             return math.nan  # no impact: noise, or a missing accelerometer
         # the steepest rise lies between these two samples
@@ -427,7 +617,7 @@ class ShankContactDetector:
         if hi - lo < 4:
             return t_min
         w = self._history(self._w, lo, hi + 1)
-        top = int(np.argmax(w))  # late-stance maximum: the shank stops rotating over the foot
+        top = int(w.argmax())  # late-stance maximum: the shank stops rotating over the foot
         if w[top] < self._ic_rebound_needed:
             return t_min  # no running stance rebound: walking
         half = self._smooth_n // 2
@@ -441,7 +631,7 @@ class ShankContactDetector:
         )
         if curvature.size == 0:
             return t_min
-        k = int(np.argmin(curvature))
+        k = int(curvature.argmin())
         shift = 0.0
         if 0 < k < curvature.size - 1:
             c0, c1, c2 = curvature[k - 1], curvature[k], curvature[k + 1]
