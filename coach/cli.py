@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo, speed=0.0, audio="none", quiet=False)
 
     replay = commands.add_parser(
-        "replay", help="replay a recorded session (CSV session folder) through the pipeline"
+        "replay", help="replay a recording (.mcap) or CSV session folder through the pipeline"
     )
     replay.add_argument("path", type=Path, help="CSV session folder")
     _add_config_option(replay)

@@ -192,3 +192,15 @@ def test_gap_flags_the_strides_it_touches() -> None:
     flagged = [s for s in result.strides if "gap" in s.quality]
     assert flagged and all(19.0 < s.t < 22.5 for s in flagged)
     assert [q for q in result.quality if q.flag.value == "gap"]
+
+
+def test_one_shank_alone_still_gives_cadence_from_its_stride() -> None:
+    run = _simulated(6)
+    result = replay_session(CONFIG, _subset(run, (Location.LEFT_SHANK,)), block_s=1.0)
+    strides = [s for s in result.strides if s.t > 8.0]
+    assert len(strides) > 20 and {s.side for s in strides} == {Side.LEFT}
+    truth = np.median([s.cadence_spm for s in run.strides if s.cadence_spm])
+    measured = [s.cadence_spm for s in strides if s.cadence_spm is not None]
+    assert len(measured) >= len(strides) - 2
+    assert abs(np.median(measured) - truth) < 2.0
+    assert all(s.contact_time_ms is not None for s in strides[:-1])

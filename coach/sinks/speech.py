@@ -13,8 +13,10 @@ and engine versions, so later start-ups read files instead of rendering.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import gc
 import hashlib
 import importlib.metadata
 import io
@@ -526,7 +528,15 @@ def _pyttsx3_engine() -> tuple[Pyttsx3Espeak | None, str | None]:
             _ENGINE = Pyttsx3Espeak()
         except Exception as error:  # missing library, failed espeak initialisation, ...
             return None, f"{type(error).__name__}: {error}"
+        atexit.register(_drop_engine)
     return _ENGINE, None
+
+
+def _drop_engine() -> None:
+    """Release the engine while modules still exist (pyttsx3's finaliser fails at shutdown)."""
+    global _ENGINE
+    _ENGINE = None
+    gc.collect()
 
 
 def _wait_for_wav(path: Path, phrase: str) -> tuple[Speech | None, str | None]:

@@ -130,6 +130,10 @@ class StreamCore:
             quality=self.quality.flags_between,
             ring_rate_hz=max((s.rate_hz for s in sensors), default=200.0) * 1.05,
         )
+        if self._pelvis_contacts is None:
+            limb_sides = {location.side for location in self._limb_detectors}
+            for side in {Side.LEFT, Side.RIGHT} - limb_sides:
+                self._assembler.set_side_without_source(side)
 
     @staticmethod
     def _limb_side(location: Location) -> Side:

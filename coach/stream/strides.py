@@ -92,6 +92,7 @@ class StrideAssembler:
         self._watermark: dict[Side, float] = {Side.LEFT: -np.inf, Side.RIGHT: -np.inf}
         self._pelvis_watermark = -np.inf
         self._pelvis_available = pelvis_angles
+        self._sourceless: set[Side] = set()
 
     def reset(self) -> None:
         """Forget every pending event and all history."""
@@ -184,7 +185,14 @@ class StrideAssembler:
         other = start.side.other if start.side is not Side.UNKNOWN else Side.UNKNOWN
         if nxt is not None and nxt.t - start.t > timing.max_step_s:
             nxt = None
-        if nxt is None:
+        step_s: float | None = None
+        if nxt is None and other in self._sourceless:
+            # one side only: the step is half the stride to this side's next contact
+            closing = self._one_sided_close(start)
+            if closing is None:
+                return None
+            end_t, end_detected, step_s = closing
+        elif nxt is None:
             give_up_at = start.t + timing.max_step_s + timing.detection_slack_s
             other_mark = (
                 min(self._watermark.values()) if other is Side.UNKNOWN else self._watermark[other]
@@ -194,6 +202,7 @@ class StrideAssembler:
             end_t, end_detected = start.t + timing.max_step_s, give_up_at
         else:
             end_t, end_detected = nxt.t, nxt.t_detected
+            step_s = end_t - start.t
 
         toe_off, toe_off_known = self._toe_off_for(start, end_t)
         if not toe_off_known:
@@ -215,10 +224,9 @@ class StrideAssembler:
         if self._pelvis_available:
             detected = max(detected, end_t)
 
-        step_s = end_t - start.t if nxt is not None else None
         contact_end = toe_off.t if toe_off is not None else end_t
         drop, rotation, vertical, braking = self._pelvis_metrics(
-            start, contact_end, end_t, nxt is not None
+            start, contact_end, end_t, step_s is not None
         )
         return Stride(
             t=start.t,
@@ -236,6 +244,29 @@ class StrideAssembler:
             braking_mps=braking,
             quality=self._quality(start.t, end_t),
         )
+
+    def set_side_without_source(self, side: Side) -> None:
+        """No sensor reports this side's contacts: stop waiting for them.
+
+        The other side's steps are then measured from its own stride (half the time to its
+        next contact), so cadence is still known with one shank sensor.
+        """
+        self._sourceless.add(side)
+        self._watermark[side] = np.inf
+
+    def _one_sided_close(self, start: GaitEvent) -> tuple[float, float, float | None] | None:
+        """(end of the step, time it is known, step length) with one side only; None: wait."""
+        longest = 2.0 * self.timing.max_step_s
+        for event in self._contacts:
+            if event.side is start.side and event.t > start.t:
+                stride = event.t - start.t
+                if stride <= longest:
+                    return start.t + stride / 2.0, event.t_detected, stride / 2.0
+                break
+        give_up_at = start.t + longest + self.timing.detection_slack_s
+        if self._watermark[start.side] < give_up_at:
+            return None
+        return start.t + self.timing.max_step_s, give_up_at, None
 
     def _toe_off_for(self, start: GaitEvent, end_t: float) -> tuple[GaitEvent | None, bool]:
         """The stance's toe-off, and whether the answer is final."""
