@@ -17,6 +17,7 @@ import tracemalloc
 
 import numpy as np
 
+from coach.cli_replay import FAST_BLOCK_S
 from coach.config import CoachConfig
 from coach.runtime import Pipeline, replay_blocks, sensor_specs
 from coach.sources.csv_folder import CsvSession
@@ -51,7 +52,7 @@ def live_block_times(session: CsvSession, samples_per_block: int = 4) -> np.ndar
     return durations
 
 
-def replay_seconds(session: CsvSession, block_s: float = 1.0) -> float:
+def replay_seconds(session: CsvSession, block_s: float = FAST_BLOCK_S) -> float:
     blocks = iter_blocks(session, block_s)
     started = time.perf_counter()
     replay_blocks(CONFIG, sensor_specs(session), blocks)

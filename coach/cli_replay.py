@@ -29,10 +29,11 @@ from coach.sources.replay import iter_blocks, load_csv_session, summarize_block
 from coach.stream.core import SensorSpec
 from coach.types import SampleBlock
 
-#: Block length a CSV session is cut into, s (results do not depend on it).
-CSV_BLOCK_S = 0.05
-#: Host time gathered per block of a recording replayed as fast as possible, s.
-RECORDING_BLOCK_S = 0.05
+#: Block length of a replay as fast as possible, s (results do not depend on it; longer
+#: blocks cost less per sample).
+FAST_BLOCK_S = 2.5
+#: Block length of a paced replay, s (about a BLE connection interval or two).
+PACED_BLOCK_S = 0.05
 
 
 class _Progress:
@@ -85,7 +86,10 @@ def run_replay(args: argparse.Namespace, config: CoachConfig) -> int:
         )
     total = max(float(b.t[-1]) for b in session.blocks.values())
     progress = _Progress(total, not getattr(args, "quiet", False))
-    timed = ((float(b.t[-1]), b) for b in iter_blocks(session, CSV_BLOCK_S))
+    timed = (
+        (float(b.t[-1]), b)
+        for b in iter_blocks(session, FAST_BLOCK_S if speed == 0.0 else PACED_BLOCK_S)
+    )
     result = _replay(args, config, sensor_specs(session), timed, speed, progress)
     progress.close()
     print()
@@ -126,7 +130,7 @@ def _replay_recording(args: argparse.Namespace, config: CoachConfig) -> int:
     print(config_line)
     ends = [i.last_host_time_s for i in summary.values() if i.last_host_time_s is not None]
     progress = _Progress(max(ends, default=1.0), not getattr(args, "quiet", False))
-    blocks = session.iter_blocks(RECORDING_BLOCK_S if speed == 0.0 else 0.0)
+    blocks = session.iter_blocks(FAST_BLOCK_S if speed == 0.0 else 0.0)
     result = _replay(args, config, recorded_sensor_specs(session), blocks, speed, progress)
     progress.close()
     print()

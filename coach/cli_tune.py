@@ -94,7 +94,7 @@ def load_session(config: CoachConfig, path: Path, show_progress: bool = True) ->
 
 def _load_recording(config: CoachConfig, path: Path, show_progress: bool) -> LoadedSession:
     """Decode and replay a raw recording; sensor summaries from the decoded sample times."""
-    from coach.cli_replay import RECORDING_BLOCK_S
+    from coach.cli_replay import FAST_BLOCK_S
     from coach.runtime import recorded_sensor_specs, replay_blocks
     from coach.sources.recorded_session import RecordedSession
     from coach.sources.recording import open_recording
@@ -106,7 +106,7 @@ def _load_recording(config: CoachConfig, path: Path, show_progress: bool) -> Loa
     gyro: dict[Location, bool] = {}
 
     def blocks() -> Iterator[SampleBlock]:
-        for _host, block in session.iter_blocks(RECORDING_BLOCK_S):
+        for _host, block in session.iter_blocks(FAST_BLOCK_S):
             times.setdefault(block.location, []).append(block.t)
             gyro[block.location] = block.has_gyro
             yield block

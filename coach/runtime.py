@@ -47,9 +47,11 @@ def sensor_specs(session: CsvSession) -> list[SensorSpec]:
 class Pipeline:
     """Core plus cue engine, fed block by block (the same object serves live runs and replays)."""
 
-    def __init__(self, config: CoachConfig, sensors: list[SensorSpec]) -> None:
+    def __init__(
+        self, config: CoachConfig, sensors: list[SensorSpec], standby_fallback: bool = True
+    ) -> None:
         self.config = config
-        self.core = StreamCore(config.detection, sensors)
+        self.core = StreamCore(config.detection, sensors, standby_fallback)
         self.cues = CueEngine(
             config.cues,
             athlete_baseline(config),
@@ -105,7 +107,7 @@ def replay_blocks(
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run blocks through the pipeline as fast as possible."""
-    pipeline = Pipeline(config, sensors)
+    pipeline = Pipeline(config, sensors, standby_fallback=False)  # nothing disconnects here
     result = RunResult(sensors=tuple(sensors))
     for block in blocks:
         result.absorb(*pipeline.feed(block))

@@ -72,7 +72,7 @@ def _random_blocks(session: CsvSession, data: st.DataObject) -> list[SampleBlock
     """Cut every sensor at random points; order blocks as a live stream would deliver them.
 
     Blocks are at most 1 s long and arrive up to 0.5 s late, so no sensor runs more than
-    1.5 s ahead of another: the core keeps 4 s of history for stride assembly.
+    1.5 s ahead of another: the core keeps 6 s of history for stride assembly.
     """
     pieces: list[tuple[float, int, SampleBlock]] = []
     for location, block in session.blocks.items():

@@ -89,11 +89,20 @@ class StreamCore:
         config: detection parameters.
         sensors: the sensors that will stream (their location, rate and whether they have a
             gyroscope).
+        standby_fallback: keep the pelvis contact detector running while both sides have a
+            limb sensor, so it takes over at once when one drops out (live runs). A replay,
+            where no sensor disconnects, skips that work: the outputs are the same.
 
     """
 
-    def __init__(self, config: DetectionConfig, sensors: Sequence[SensorSpec]) -> None:
+    def __init__(
+        self,
+        config: DetectionConfig,
+        sensors: Sequence[SensorSpec],
+        standby_fallback: bool = True,
+    ) -> None:
         self.config = config
+        self.standby_fallback = standby_fallback
         self.sensors = tuple(sensors)
         self._stages = {
             s.location: _SensorStages(
@@ -141,7 +150,7 @@ class StreamCore:
 
     def reset(self) -> None:
         """Start again from nothing (a new session)."""
-        self.__init__(self.config, self.sensors)  # type: ignore[misc]
+        self.__init__(self.config, self.sensors, self.standby_fallback)  # type: ignore[misc]
 
     def _source_for(self, side: Side) -> Location:
         """Which sensor provides this side's contacts now."""
@@ -217,13 +226,11 @@ class StreamCore:
                 self._track_flag(QualityFlag.CALIBRATING, angles.t, ~angles.obliquity_valid)
             )
             changes.extend(self._track_flag(QualityFlag.TURNING, angles.t, angles.turning))
-        if self._pelvis_contacts is not None:
+        fallback_sides = {
+            side for side in (Side.LEFT, Side.RIGHT) if self._source_for(side) is Location.PELVIS
+        }
+        if self._pelvis_contacts is not None and (fallback_sides or self.standby_fallback):
             found = self._pelvis_contacts.update(aligned)
-            fallback_sides = {
-                side
-                for side in (Side.LEFT, Side.RIGHT)
-                if self._source_for(side) is Location.PELVIS
-            }
             if fallback_sides == {Side.LEFT, Side.RIGHT}:
                 fallback_sides.add(Side.UNKNOWN)
             events.extend(e for e in found if e.side in fallback_sides)

@@ -120,7 +120,8 @@ class SaturationDetector:
         self._last[key] = history[-2:].copy()
         block_peak = magnitude.max(axis=0)
         self._peak[key] = np.maximum(previous_peak, block_peak)
-        if not np.any(block_peak >= limit):
+        # clipped samples sit at the running peak: a block below it on every axis has none
+        if not np.any((block_peak >= limit) & (block_peak >= previous_peak)):
             return np.zeros(values.shape[0], dtype=bool)
         plateau = (values == history[1:-1]) & (values == history[:-2])
         if not plateau.any():

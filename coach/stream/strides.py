@@ -75,7 +75,7 @@ class StrideAssembler:
         pelvis_angles: bool,
         toe_off_sides: frozenset[Side],
         quality: QualityLookup = _no_quality,
-        ring_s: float = 4.0,
+        ring_s: float = 6.0,
         ring_rate_hz: float = 1000.0,
     ) -> None:
         self.timing = timing
@@ -288,26 +288,28 @@ class StrideAssembler:
         t, values = self._pelvis.window(start.t - 0.05, end_t)
         if t.shape[0] < 3 or t[0] > start.t:
             return None, None, None, None
-        obliquity, rotation, vertical = values[:, 0], values[:, 1], values[:, 3]
-        stance = (t >= start.t) & (t <= contact_end)
-        step = t >= start.t
-        drop: float | None = None
-        braking: float | None = None
-        if stance.any() and np.all(values[:, 4] > 0.5):
-            at_contact = float(np.interp(start.t, t, obliquity))
+        first = int(np.searchsorted(t, start.t))  # samples from IC on (t sorted)
+        stance_end = int(np.searchsorted(t, contact_end, side="right"))
+        if first >= t.shape[0]:
+            return None, None, None, None
+        weight = 0.0 if first == 0 else (start.t - t[first - 1]) / (t[first] - t[first - 1])
+        at_contact = values[max(first - 1, 0)] + weight * (
+            values[first] - values[max(first - 1, 0)]
+        )
+        stance, step = values[first:stance_end], values[first:]
+        drop = braking = rotation_pp = vertical_cm = None
+        if stance.shape[0] and values[:, 4].min() > 0.5:
             if start.side is Side.RIGHT:
-                drop = float(np.max(obliquity[stance]) - at_contact)
+                drop = float(stance[:, 0].max() - at_contact[0])
             elif start.side is Side.LEFT:
-                drop = float(at_contact - np.min(obliquity[stance]))
-        forward = values[:, 5]
-        if stance.any() and np.all(values[:, 2] > 0.5) and np.all(np.isfinite(forward)):
-            braking = float(np.interp(start.t, t, forward) - np.min(forward[stance]))
-        rotation_pp = None
-        if full_step and step.any() and np.all(values[step, 2] > 0.5):
-            rotation_pp = float(np.ptp(rotation[step]))
-        vertical_cm = None
-        if full_step and step.any() and np.all(np.isfinite(vertical[step])):
-            vertical_cm = float(np.ptp(vertical[step]) * 100.0)
+                drop = float(at_contact[0] - stance[:, 0].min())
+        rotation_ok = values[:, 2].min() > 0.5
+        if stance.shape[0] and rotation_ok and np.isfinite(values[:, 5]).all():
+            braking = float(at_contact[5] - stance[:, 5].min())
+        if full_step and rotation_ok:
+            rotation_pp = float(step[:, 1].max() - step[:, 1].min())
+        if full_step and np.isfinite(step[:, 3]).all():
+            vertical_cm = float((step[:, 3].max() - step[:, 3].min()) * 100.0)
         return drop, rotation_pp, vertical_cm, braking
 
     def _impact_peak(self, start: GaitEvent) -> float | None:
