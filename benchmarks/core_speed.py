@@ -100,7 +100,8 @@ def main() -> None:
     seconds = replay_seconds(long)
     factor = 3600.0 * args.hours / seconds
     print(
-        f"Replay of {args.hours:g} h, 3 sensors at 200 Hz, {FAST_BLOCK_S:g}-s blocks as coach replay cuts them: {seconds:.2f} s = "
+        f"Replay of {args.hours:g} h, 3 sensors at 200 Hz, {FAST_BLOCK_S:g}-s blocks "
+        f"(as coach replay cuts them): {seconds:.2f} s = "
         f"{factor:.0f}x real time (target >= 1000x)"
     )
 
