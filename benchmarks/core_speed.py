@@ -17,9 +17,8 @@ import tracemalloc
 
 import numpy as np
 
-from coach.cli_replay import FAST_BLOCK_S
 from coach.config import CoachConfig
-from coach.runtime import Pipeline, replay_blocks, sensor_specs
+from coach.runtime import FAST_BLOCK_S, Pipeline, replay_blocks, sensor_specs
 from coach.sources.csv_folder import CsvSession
 from coach.sources.replay import iter_blocks
 from coach.sources.simulate import SimulationParams, simulate

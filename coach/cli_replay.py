@@ -22,16 +22,19 @@ from pathlib import Path
 from coach.config import CoachConfig
 from coach.errors import CoachError
 from coach.live import LiveOptions, paced_replay
-from coach.runtime import RunResult, recorded_sensor_specs, replay_blocks, sensor_specs
+from coach.runtime import (
+    FAST_BLOCK_S,
+    RunResult,
+    recorded_sensor_specs,
+    replay_blocks,
+    sensor_specs,
+)
 from coach.sinks.csv_out import write_cues, write_events, write_strides
 from coach.sinks.summary import format_summary
 from coach.sources.replay import iter_blocks, load_csv_session, summarize_block
 from coach.stream.core import SensorSpec
 from coach.types import SampleBlock
 
-#: Block length of a replay as fast as possible, s (results do not depend on it; longer
-#: blocks cost less per sample).
-FAST_BLOCK_S = 2.5
 #: Block length of a paced replay, s (about a BLE connection interval or two).
 PACED_BLOCK_S = 0.05
 

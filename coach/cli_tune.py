@@ -94,8 +94,7 @@ def load_session(config: CoachConfig, path: Path, show_progress: bool = True) ->
 
 def _load_recording(config: CoachConfig, path: Path, show_progress: bool) -> LoadedSession:
     """Decode and replay a raw recording; sensor summaries from the decoded sample times."""
-    from coach.cli_replay import FAST_BLOCK_S
-    from coach.runtime import recorded_sensor_specs, replay_blocks
+    from coach.runtime import FAST_BLOCK_S, recorded_sensor_specs, replay_blocks
     from coach.sources.recorded_session import RecordedSession
     from coach.sources.recording import open_recording
 

@@ -16,6 +16,11 @@ from coach.types import Cue, GaitEvent, Location, QualityChange, SampleBlock, St
 
 ProgressCallback = Callable[[float], None]
 
+#: Block length of a replay as fast as possible, s. Results do not depend on it (chunking
+#: invariance); longer blocks cost less per sample. At most a few seconds: the core keeps 6 s
+#: of history for stride assembly.
+FAST_BLOCK_S = 2.5
+
 
 @dataclass
 class RunResult:
@@ -121,7 +126,7 @@ def replay_blocks(
 def replay_session(
     config: CoachConfig,
     session: CsvSession,
-    block_s: float = 0.05,
+    block_s: float = FAST_BLOCK_S,
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Replay a CSV session through the pipeline as fast as possible.
@@ -152,7 +157,7 @@ def recorded_sensor_specs(session: RecordedSession) -> list[SensorSpec]:
 def replay_recording(
     config: CoachConfig,
     session: RecordedSession,
-    block_s: float = 0.05,
+    block_s: float = FAST_BLOCK_S,
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Replay a raw recording as fast as possible: decode (as live) then the same pipeline.

@@ -436,7 +436,7 @@ class ShankContactDetector:
         self, ext: _Extremum, now: float, amplitude: float, events: list[GaitEvent]
     ) -> None:
         t_min, value = float(self._t[ext.index % self._capacity]), ext.value
-        deep = value < self._swing_val - 0.5 * amplitude
+        deep = value < min(0.0, self._swing_val - 0.5 * amplitude)
         if self._awaiting_ic:
             if t_min - self._swing_t > self._max_stride_s:
                 self._awaiting_ic = False
