@@ -35,45 +35,97 @@ def add_simulate_parser(commands: Any, handler: Callable[[argparse.Namespace], i
         "quantisation, saturation, mounting, packet loss and clock drift. The same seed gives "
         "the same bytes. See docs/simulator.md.",
     )
-    sim.add_argument("--out", type=Path, required=True,
-                     help="output folder (with --profile: the .mcap recording to write)")
-    sim.add_argument("--profile", default=None, metavar="NAME",
-                     help="firmware profile (`coach profiles`): write a raw recording of the "
-                     "notifications that device would have sent (counters, timestamps, BLE "
-                     "connection-interval batching and delays) instead of a CSV folder")
-    sim.add_argument("--duration-s", type=float, default=60.0,
-                     help="session length, s (default 60)")
+    sim.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (with --profile: the .mcap recording to write)",
+    )
+    sim.add_argument(
+        "--profile",
+        default=None,
+        metavar="NAME",
+        help="firmware profile (`coach profiles`): write a raw recording of the "
+        "notifications that device would have sent (counters, timestamps, BLE "
+        "connection-interval batching and delays) instead of a CSV folder",
+    )
+    sim.add_argument(
+        "--duration-s", type=float, default=60.0, help="session length, s (default 60)"
+    )
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sim.add_argument("--rate-hz", type=float, default=None,
-                     help="sample rate, Hz (default 200; with --profile the profile's default)")
+    sim.add_argument(
+        "--rate-hz",
+        type=float,
+        default=None,
+        help="sample rate, Hz (default 200; with --profile the profile's default)",
+    )
     sim.add_argument("--cadence-spm", type=float, default=170.0, help="cadence, steps/min")
     sim.add_argument("--speed-mps", type=float, default=3.0, help="running speed, m/s")
-    sim.add_argument("--pelvic-drop-deg", type=float, default=5.0,
-                     help="mean contralateral pelvic drop per stance, degrees")
-    sim.add_argument("--pelvic-rotation-deg", type=float, default=10.0,
-                     help="mean peak-to-peak pelvic rotation per step, degrees")
-    sim.add_argument("--sensors", default="pelvis,left_shank,right_shank",
-                     help="comma-separated locations (default pelvis,left_shank,right_shank)")
-    sim.add_argument("--mount", choices=("nominal", "tilted", "random"), default="nominal",
-                     help="sensor mounting: aligned with the segment, tilted 10-40 deg, or any "
-                     "rotation")
-    sim.add_argument("--noise", choices=("none", "low", "realistic", "high"), default="realistic",
-                     help="sensor noise, bias, quantisation and saturation level")
-    sim.add_argument("--packet-loss", type=float, default=0.0,
-                     help="fraction of samples lost, in whole packets (e.g. 0.01)")
-    sim.add_argument("--clock-drift-ppm", type=float, default=0.0,
-                     help="per-sensor clock error up to this many ppm")
-    sim.add_argument("--asymmetry", type=float, default=0.0,
-                     help="right-minus-left relative difference of step, contact time and drop")
-    sim.add_argument("--standing-s", type=float, default=0.0,
-                     help="quiet standing at the start, s")
-    sim.add_argument("--walk-break", action="append", default=[], metavar="START:END",
-                     help="walk from START to END seconds (repeatable)")
-    sim.add_argument("--overground", action="store_true",
-                     help="overground (heading wanders, speed changes) instead of treadmill")
-    sim.add_argument("--scenario", default="",
-                     help="form changes, e.g. 'pelvic_drop_deg=5->10@120s,"
-                     "cadence_spm=172->160@120s..600s'")
+    sim.add_argument(
+        "--pelvic-drop-deg",
+        type=float,
+        default=5.0,
+        help="mean contralateral pelvic drop per stance, degrees",
+    )
+    sim.add_argument(
+        "--pelvic-rotation-deg",
+        type=float,
+        default=10.0,
+        help="mean peak-to-peak pelvic rotation per step, degrees",
+    )
+    sim.add_argument(
+        "--sensors",
+        default="pelvis,left_shank,right_shank",
+        help="comma-separated locations (default pelvis,left_shank,right_shank)",
+    )
+    sim.add_argument(
+        "--mount",
+        choices=("nominal", "tilted", "random"),
+        default="nominal",
+        help="sensor mounting: aligned with the segment, tilted 10-40 deg, or any rotation",
+    )
+    sim.add_argument(
+        "--noise",
+        choices=("none", "low", "realistic", "high"),
+        default="realistic",
+        help="sensor noise, bias, quantisation and saturation level",
+    )
+    sim.add_argument(
+        "--packet-loss",
+        type=float,
+        default=0.0,
+        help="fraction of samples lost, in whole packets (e.g. 0.01)",
+    )
+    sim.add_argument(
+        "--clock-drift-ppm",
+        type=float,
+        default=0.0,
+        help="per-sensor clock error up to this many ppm",
+    )
+    sim.add_argument(
+        "--asymmetry",
+        type=float,
+        default=0.0,
+        help="right-minus-left relative difference of step, contact time and drop",
+    )
+    sim.add_argument("--standing-s", type=float, default=0.0, help="quiet standing at the start, s")
+    sim.add_argument(
+        "--walk-break",
+        action="append",
+        default=[],
+        metavar="START:END",
+        help="walk from START to END seconds (repeatable)",
+    )
+    sim.add_argument(
+        "--overground",
+        action="store_true",
+        help="overground (heading wanders, speed changes) instead of treadmill",
+    )
+    sim.add_argument(
+        "--scenario",
+        default="",
+        help="form changes, e.g. 'pelvic_drop_deg=5->10@120s,cadence_spm=172->160@120s..600s'",
+    )
     sim.set_defaults(handler=handler)
 
 

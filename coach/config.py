@@ -82,7 +82,12 @@ QualityFlagName = Literal[
 #: Flags that mute every cue by default. Turning is not among them: it only voids the pelvic
 #: rotation (its rules go silent through the missing value), the other metrics stay good.
 DEFAULT_MUTE_ON: tuple[str, ...] = (
-    "gap", "saturation", "stale_sensor", "missing_sensor", "mount_changed", "calibrating"
+    "gap",
+    "saturation",
+    "stale_sensor",
+    "missing_sensor",
+    "mount_changed",
+    "calibrating",
 )
 
 

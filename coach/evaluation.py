@@ -140,8 +140,13 @@ def match_events(
             side_known += 1
             side_correct += det[i].side is ref[j].side
     return EventScore(
-        len(ref), len(used_r), len(det) - len(used_d), np.array(errors), np.array(delays),
-        side_correct, side_known,
+        len(ref),
+        len(used_r),
+        len(det) - len(used_d),
+        np.array(errors),
+        np.array(delays),
+        side_correct,
+        side_known,
     )
 
 

@@ -24,9 +24,17 @@ from coach.types import EventKind, Side
 
 def _run_args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
     values: dict[str, object] = {
-        "duration_s": 24.0, "audio": "none", "record": tmp_path / "run.mcap", "no_record": False,
-        "no_view": True, "connect_timeout_s": 10.0, "config": None, "emulate": True,
-        "emulate_seed": 3, "emulate_speed": 3.0, "emulate_disconnect": "right_shank@12+2",
+        "duration_s": 24.0,
+        "audio": "none",
+        "record": tmp_path / "run.mcap",
+        "no_record": False,
+        "no_view": True,
+        "connect_timeout_s": 10.0,
+        "config": None,
+        "emulate": True,
+        "emulate_seed": 3,
+        "emulate_speed": 3.0,
+        "emulate_disconnect": "right_shank@12+2",
     }
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -71,10 +79,22 @@ def _specs(session: RecordedSession) -> list:
 def test_missing_required_sensor_is_reported_without_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = main([
-        "run", "--emulate", "--emulate-absent", "right_shank", "--no-record", "--no-view",
-        "--audio", "none", "--connect-timeout-s", "1", "--duration-s", "5",
-    ])
+    code = main(
+        [
+            "run",
+            "--emulate",
+            "--emulate-absent",
+            "right_shank",
+            "--no-record",
+            "--no-view",
+            "--audio",
+            "none",
+            "--connect-timeout-s",
+            "1",
+            "--duration-s",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "right_shank" in err and "required = false" in err and "Traceback" not in err
@@ -87,14 +107,20 @@ def test_optional_missing_sensor_lets_the_run_start(tmp_path: Path) -> None:
     ]
     config = config.model_copy(update={"sensors": sensors})
     args = _run_args(
-        tmp_path, duration_s=14.0, emulate_disconnect=None, emulate_absent=["right_shank"],
+        tmp_path,
+        duration_s=14.0,
+        emulate_disconnect=None,
+        emulate_absent=["right_shank"],
         connect_timeout_s=1.0,
     )
     result = asyncio.run(asyncio.wait_for(run_live(args, config), 60.0))
     contacts = [e for e in result.run.events if e.kind is EventKind.INITIAL_CONTACT]
     assert {e.side for e in contacts if e.t > 8.0} == {Side.LEFT, Side.RIGHT}
-    assert all("missing_sensor" in s.quality or "stale_sensor" in s.quality
-               for s in result.run.strides if s.side is Side.RIGHT)
+    assert all(
+        "missing_sensor" in s.quality or "stale_sensor" in s.quality
+        for s in result.run.strides
+        if s.side is Side.RIGHT
+    )
 
 
 def test_paced_replay_gives_the_same_results_as_a_fast_one() -> None:

@@ -25,8 +25,10 @@ def _describe(values: list[float], digits: int) -> str:
     if not values:
         return "—"
     array = np.asarray(values)
-    return f"{np.median(array):.{digits}f} ({np.percentile(array, 10):.{digits}f}–" \
+    return (
+        f"{np.median(array):.{digits}f} ({np.percentile(array, 10):.{digits}f}–"
         f"{np.percentile(array, 90):.{digits}f})"
+    )
 
 
 def format_summary(strides: Sequence[Stride], cues: Sequence[Cue], duration_s: float) -> str:
@@ -56,5 +58,5 @@ def format_summary(strides: Sequence[Stride], cues: Sequence[Cue], duration_s: f
     if cues:
         lines.append("")
         lines.append("Cues:")
-        lines.extend(f"  {cue.t:8.1f} s  {cue.rule:<20} \"{cue.phrase}\"" for cue in cues)
+        lines.extend(f'  {cue.t:8.1f} s  {cue.rule:<20} "{cue.phrase}"' for cue in cues)
     return "\n".join(lines)
