@@ -38,6 +38,15 @@ Segment = Literal["shank", "foot"]
 _COS_5_DEG = 0.9962  # an axis change above 5° (or amplitude change above 10 %) is a change
 _FAST_RECOMPUTATIONS = 4
 
+#: A sample counts as gait (not standing) when the gyroscope norm exceeds this, rad/s.
+MOVING_RATE_RAD_S = 1.0
+
+#: Clear contrary sign verdicts, with no clear agreeing one between them, that flip the sign.
+CONTRARY_VERDICTS = 3
+
+#: A sign verdict is clear when one extreme exceeds the other by this factor.
+CLEAR_RATIO = 1.1
+
 
 class SagittalAxisEstimator:
     """Streaming estimate of a segment's sagittal angular velocity, rad/s (forward swing > 0).
@@ -63,7 +72,7 @@ class SagittalAxisEstimator:
         window_s: float = 5.0,
         update_every_s: float = 0.5,
         refresh_every_s: float = 4.0,
-        min_motion_s: float = 2.0,
+        min_motion_s: float = 1.0,
         min_rate_rad_s: float = 0.5,
         refine_gain: float = 0.2,
     ) -> None:
@@ -79,6 +88,7 @@ class SagittalAxisEstimator:
         # the statistics use at most 100 samples per second of the window (cheaper, same answer):
         # there, a 3-sample running median spans the ~30 ms that an impact spike lasts
         self._stride = max(1, math.ceil(rate_hz / 100.0))
+        self._min_moving = max(4, round(min_motion_s * rate_hz / self._stride))
         self._buffer = np.zeros((self._capacity, 3))
         self.reset()
 
@@ -160,6 +170,10 @@ class SagittalAxisEstimator:
         if self._count < self._min_samples:
             return
         window = self._window()[:: self._stride]
+        if self._axis is None:
+            moving = np.count_nonzero((window * window).sum(axis=1) > MOVING_RATE_RAD_S**2)
+            if moving < self._min_moving:
+                return  # too little gait yet (standing, the first step): wait for more
         centred = window - window.mean(axis=0)
         values, vectors = np.linalg.eigh(centred.T @ centred / len(window))
         if not np.all(np.isfinite(values)):
@@ -179,16 +193,20 @@ class SagittalAxisEstimator:
         low, high = float(ordered[k_low]), float(ordered[k_high])
         upper_larger = high >= -low
         forward_is_upper = upper_larger if self._segment == "shank" else not upper_larger
-        clear = max(high, -low) > 1.25 * min(high, -low)
+        clear = max(high, -low) > CLEAR_RATIO * min(high, -low)
         if self._axis is None:
+            if not clear:
+                return  # no clear sign yet: wait for more gait
             self._axis = candidate if forward_is_upper else -candidate
-        elif forward_is_upper or not clear:
+        elif not clear:
+            self._axis = candidate  # no verdict: neither confirms nor contradicts
+        elif forward_is_upper:
             self._axis = candidate
             self._contrary = 0
         else:
             self._contrary += 1
             self._axis = candidate
-            if self._contrary >= 3:
+            if self._contrary >= CONTRARY_VERDICTS:
                 self._axis = -candidate
                 self._contrary = 0
         # 98th percentile of the signed rate (forward swing positive)
@@ -200,7 +218,10 @@ class SagittalAxisEstimator:
             or abs(float(previous_axis @ self._axis)) < _COS_5_DEG
             or abs(self._amplitude - previous_amplitude) > 0.1 * previous_amplitude
         )
-        self._unsettled = _FAST_RECOMPUTATIONS if changed else max(0, self._unsettled - 1)
+        if changed or self._contrary:
+            self._unsettled = _FAST_RECOMPUTATIONS  # check again soon
+        else:
+            self._unsettled = max(0, self._unsettled - 1)
 
 
 def _median3(x: FloatArray) -> FloatArray:
