@@ -204,3 +204,18 @@ def test_one_shank_alone_still_gives_cadence_from_its_stride() -> None:
     assert len(measured) >= len(strides) - 2
     assert abs(np.median(measured) - truth) < 2.0
     assert all(s.contact_time_ms is not None for s in strides[:-1])
+
+
+def test_clipped_gyroscope_is_flagged_but_a_clipped_shank_impact_is_not() -> None:
+    from coach.stream.quality import SaturationDetector
+
+    t = np.arange(400) / 200.0
+    signal = 30.0 * np.sin(2 * np.pi * 1.4 * t)[:, None] * np.ones(3)
+    clipped = np.clip(signal, -25.0, 25.0)
+    block = SampleBlock(Location.LEFT_SHANK, t, clipped.copy(), signal / 5.0)
+    assert SaturationDetector(check_acc=False).update(block).size == 0
+    assert SaturationDetector(check_acc=True).update(block).size > 20
+    gyro_clipped = SampleBlock(Location.LEFT_SHANK, t, signal, np.clip(signal, -20.0, 20.0))
+    assert SaturationDetector(check_acc=False).update(gyro_clipped).size > 20
+    quantised = SampleBlock(Location.PELVIS, t, np.round(signal * 200) / 200, None)
+    assert SaturationDetector().update(quantised).size == 0

@@ -106,7 +106,9 @@ class StreamCore:
         self.sensors = tuple(sensors)
         self._stages = {
             s.location: _SensorStages(
-                s, UniformResampler(s.location, s.rate_hz, config.max_interpolated_gap_s)
+                s,
+                UniformResampler(s.location, s.rate_hz, config.max_interpolated_gap_s),
+                SaturationDetector(check_acc=s.location.side is Side.UNKNOWN),
             )
             for s in sensors
         }

@@ -91,9 +91,16 @@ class SaturationDetector:
     A saturating sensor outputs its full-scale value for consecutive samples, and that value is
     the largest the axis ever shows; a genuine large peak does not repeat to the last bit at the
     running maximum. Works whatever the sensor's range (unknown for imported recordings).
+
+    Args:
+        check_acc: also check the accelerometer. A shank's contacts come from its gyroscope,
+            and its accelerometer clips at impact on many sensors without harming them, so the
+            core checks only the gyroscope there.
+
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_acc: bool = True) -> None:
+        self.check_acc = check_acc
         self._last: dict[str, FloatArray] = {}
         self._peak: dict[str, FloatArray] = {}
 
@@ -106,7 +113,9 @@ class SaturationDetector:
         """Times (s) of the block's samples that look clipped."""
         if len(block) == 0:
             return np.zeros(0)
-        mask = self._clipped("acc", block.acc, SATURATION_ACC_MPS2)
+        mask = np.zeros(len(block), dtype=bool)
+        if self.check_acc or block.gyr is None:
+            mask |= self._clipped("acc", block.acc, SATURATION_ACC_MPS2)
         if block.gyr is not None:
             mask |= self._clipped("gyr", block.gyr, SATURATION_GYR_RADPS)
         clipped: FloatArray = block.t[mask]

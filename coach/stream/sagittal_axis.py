@@ -44,6 +44,15 @@ MOVING_RATE_RAD_S = 1.0
 #: Clear contrary sign verdicts, with no clear agreeing one between them, that flip the sign.
 CONTRARY_VERDICTS = 3
 
+#: Within its first this many clear verdicts, a young sign flips on one clear contrary verdict
+#: (the first steps of a walk are atypical; later the sign is settled and needs repeated
+#: evidence).
+YOUNG_VERDICTS = 6
+
+#: Gait in the window after which the first sign is taken even without a clear verdict, s
+#: (running feet: push-off and swing peaks can be nearly equal).
+UNCLEAR_SIGN_MOTION_S = 2.5
+
 #: A sign verdict is clear when one extreme exceeds the other by this factor.
 CLEAR_RATIO = 1.1
 
@@ -72,7 +81,7 @@ class SagittalAxisEstimator:
         window_s: float = 5.0,
         update_every_s: float = 0.5,
         refresh_every_s: float = 4.0,
-        min_motion_s: float = 1.0,
+        min_motion_s: float = 0.7,
         min_rate_rad_s: float = 0.5,
         refine_gain: float = 0.2,
     ) -> None:
@@ -89,6 +98,7 @@ class SagittalAxisEstimator:
         # there, a 3-sample running median spans the ~30 ms that an impact spike lasts
         self._stride = max(1, math.ceil(rate_hz / 100.0))
         self._min_moving = max(4, round(min_motion_s * rate_hz / self._stride))
+        self._patient_moving = max(4, round(UNCLEAR_SIGN_MOTION_S * rate_hz / self._stride))
         self._buffer = np.zeros((self._capacity, 3))
         self.reset()
 
@@ -98,6 +108,7 @@ class SagittalAxisEstimator:
         self._count = 0  # samples ever appended (ring position = count % capacity)
         self._axis: FloatArray | None = None
         self._contrary = 0
+        self._verdicts = 0  # clear sign verdicts so far
         self._amplitude = 0.0
         self._unsettled = 0  # fast recomputations still owed after a change
 
@@ -171,7 +182,7 @@ class SagittalAxisEstimator:
             return
         window = self._window()[:: self._stride]
         if self._axis is None:
-            moving = np.count_nonzero((window * window).sum(axis=1) > MOVING_RATE_RAD_S**2)
+            moving = int(np.count_nonzero((window * window).sum(axis=1) > MOVING_RATE_RAD_S**2))
             if moving < self._min_moving:
                 return  # too little gait yet (standing, the first step): wait for more
         centred = window - window.mean(axis=0)
@@ -194,9 +205,11 @@ class SagittalAxisEstimator:
         upper_larger = high >= -low
         forward_is_upper = upper_larger if self._segment == "shank" else not upper_larger
         clear = max(high, -low) > CLEAR_RATIO * min(high, -low)
+        if clear:
+            self._verdicts += 1
         if self._axis is None:
-            if not clear:
-                return  # no clear sign yet: wait for more gait
+            if not clear and moving < self._patient_moving:
+                return  # no clear sign yet: wait for more gait, then take the best verdict
             self._axis = candidate if forward_is_upper else -candidate
         elif not clear:
             self._axis = candidate  # no verdict: neither confirms nor contradicts
@@ -206,7 +219,8 @@ class SagittalAxisEstimator:
         else:
             self._contrary += 1
             self._axis = candidate
-            if self._contrary >= CONTRARY_VERDICTS:
+            needed = 1 if self._verdicts < YOUNG_VERDICTS else CONTRARY_VERDICTS
+            if self._contrary >= needed:
                 self._axis = -candidate
                 self._contrary = 0
         # 98th percentile of the signed rate (forward swing positive)

@@ -423,6 +423,8 @@ class ShankContactDetector:
         t_peak, value = float(self._t[ext.index % self._capacity]), ext.value
         if value < swing_level:
             return
+        if t_peak - self._last_ic_t < self._min_swing_s:
+            return  # the rebound of the last contact: the foot has not left the ground yet
         if self._peaks and value < MIN_PEAK_FRACTION * sorted(self._peaks)[len(self._peaks) // 2]:
             return  # a wiggle or a turning step, far below this runner's recent swings
         if t_peak - self._swing_t < self._min_stride_s:
