@@ -1,6 +1,7 @@
 """Accuracy of ShankContactDetector on the real recordings in ../shared/data.
 
 Usage: .venv/bin/python benchmarks/shank_contacts_real.py [--block-s 1.0] [--rate 100]
+[--per-session]
 
 Per dataset group and event kind: detection rate (truth events matched), spurious rate
 (detections not matched), median / 95th percentile |error|, mean bias (detected - truth) and
@@ -103,18 +104,23 @@ class Tally:
 
 
 def evaluate(
-    names: list[str], segment: str, block_s: float, rate: float | None
+    names: list[str], segment: str, block_s: float, rate: float | None, per_session: bool = False
 ) -> dict[str, Tally]:
     tallies: dict[str, Tally] = defaultdict(Tally)
     for name in names:
         session = read_session(DATA / "sessions" / name)
         truth = read_truth(name)
+        own: dict[str, Tally] = defaultdict(Tally)
         for loc in SEGMENT_LOCATIONS[segment]:
             block = session.blocks.get(loc)
             if block is None or block.gyr is None:
                 continue
             events, _ = run_detector(block, segment, block_s, rate)
             score(tallies, events, truth, loc.side.value)
+            score(own, events, truth, loc.side.value)
+        if per_session:
+            for kind in ("initial_contact", "toe_off"):
+                print(own[kind].row(f"  {name} {'IC' if kind == 'initial_contact' else 'TO'}"))
     return tallies
 
 
@@ -254,6 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--block-s", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=None, help="resample to this rate first")
+    parser.add_argument("--per-session", action="store_true", help="a row per recording too")
     args = parser.parse_args()
     groups = {
         "rbds001_run2p5 (shank, running)": (["rbds001_run2p5"], "shank"),
@@ -268,7 +275,7 @@ def main() -> None:
     )
     print(header)
     for label, (names, segment) in groups.items():
-        tallies = evaluate(names, segment, args.block_s, args.rate)
+        tallies = evaluate(names, segment, args.block_s, args.rate, args.per_session)
         for kind in ("initial_contact", "toe_off"):
             print(tallies[kind].row(f"{label} {'IC' if kind == 'initial_contact' else 'TO'}"))
     simulator_figures(args.block_s)

@@ -18,10 +18,18 @@ Aminian et al. 2002 and Salarian et al. 2004:
   2010; Falbriard et al. 2018), in the direction opposite to the forward swing.
 
 Extremes are taken as the 1st/99th percentiles after a ~30 ms running median (3 samples of the
-window thinned to at most 100 Hz), so impact spikes
-of a few samples do not decide the sign. A later contrary verdict flips the sign only when it
-is clear and repeated. Until the first decision (about ``min_motion_s`` = 2 s of gait, i.e.
-about two strides) the output is NaN.
+window thinned to at most 100 Hz), so impact spikes of a few samples do not decide the sign. A
+verdict is clear when one extreme exceeds the other by ``CLEAR_RATIO``.
+
+The first steps of a walk are atypical (gait initiation: a small first swing, a lurch), so the
+first decision waits for ``min_motion_s`` of gait in the window (samples whose angular rate
+exceeds ``MOVING_RATE_RAD_S``, not merely samples since the start: standing does not count) and
+for a clear verdict; after ``UNCLEAR_SIGN_MOTION_S`` of gait without one (running feet, whose
+push-off and swing peaks can be nearly equal) it takes the best verdict it has. During its first
+``YOUNG_VERDICTS`` clear verdicts a young sign flips on one clear contrary verdict; after that
+only on ``CONTRARY_VERDICTS`` clear contrary verdicts with no clear agreeing one between them,
+and a contrary verdict brings back fast recomputations. Until the first decision (about 1-2
+strides of gait) the output is NaN.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ class SagittalAxisEstimator:
         update_every_s: how often the axis is recomputed before the first decision and while
             it is changing, s.
         refresh_every_s: how often it is recomputed once known, s (a mount moves slowly).
-        min_motion_s: gait needed in the window before the first decision, s.
+        min_motion_s: gait (moving samples) needed in the window before the first decision, s.
         min_rate_rad_s: RMS angular rate along the dominant axis below which the window is
             treated as standing (axis left unchanged), rad/s.
         refine_gain: weight of a new estimate in the slow refinement (0 to 1).

@@ -54,11 +54,18 @@ delay is long (≈ 0.1–0.3 s) and irrelevant for cues.
 Gates against spurious contacts: mid-swing peaks closer than the shortest stride allowed by
 ``DetectionConfig.max_cadence_spm`` are one swing; an IC needs a swing of at least 60 % of a step
 at that cadence and a mid-swing peak above ``MIN_PEAK_FRACTION`` of the running median of the last
-accepted peaks (swing wiggles and turning steps are smaller); an IC not found within the
-longest stride (``min_cadence_spm``) is given up.
+accepted peaks (swing wiggles and turning steps are smaller; that reference is capped at
+``PEAK_CAP`` times the swing amplitude so that one outlier cannot lock out later swings); an IC
+not found within the longest stride (``min_cadence_spm``) is given up. A maximum of ω within
+that same 60 % of a step after an IC is the contact's own rebound (foot slap, impact
+vibration), not a swing: the foot cannot have left the ground yet. The contact minimum lies
+below zero: at contact the shank rotates backwards and the foot plantar-flexes onto the ground
+(foot slap after heel strike, Mariani et al. 2010); the dip of ω between the mid-swing peak and
+the terminal-swing dorsiflexion of a foot stays positive and is not a contact.
 
-Warm-up: nothing is detected until the axis is known, about 2 s (≈ 2 strides) of gait after the
-start. On a time jump (gap) the extremum search restarts; the axis and amplitude are kept.
+Warm-up: nothing is detected until the axis and its sign are known, after about 1-2 strides of
+gait (see :mod:`coach.stream.sagittal_axis`). On a time jump (gap) the extremum search restarts;
+the axis and amplitude are kept.
 """
 
 from __future__ import annotations
@@ -80,6 +87,10 @@ MIN_SWING_PEAK_RAD_S = 1.0
 
 #: A mid-swing peak below this fraction of the median of the last accepted peaks is not a step.
 MIN_PEAK_FRACTION = 0.4
+
+#: The reference of that gate is at most this multiple of the swing amplitude (98th
+#: percentile of ω over the last 5 s).
+PEAK_CAP = 2.0
 
 #: Longest look-back of the IC refinement before the contact minimum of ω, s.
 IMPACT_SEARCH_S = 0.06
@@ -425,8 +436,13 @@ class ShankContactDetector:
             return
         if t_peak - self._last_ic_t < self._min_swing_s:
             return  # the rebound of the last contact: the foot has not left the ground yet
-        if self._peaks and value < MIN_PEAK_FRACTION * sorted(self._peaks)[len(self._peaks) // 2]:
-            return  # a wiggle or a turning step, far below this runner's recent swings
+        if self._peaks:
+            # an outlier among the accepted peaks (a spike, or a peak taken while the axis sign
+            # was still wrong) must not lock out every later swing: cap the reference
+            typical = sorted(self._peaks)[len(self._peaks) // 2]
+            reference = min(typical, PEAK_CAP * swing_level / self._swing_fraction)
+            if value < MIN_PEAK_FRACTION * reference:
+                return  # a wiggle or a turning step, far below this runner's recent swings
         if t_peak - self._swing_t < self._min_stride_s:
             if value > self._swing_val and self._awaiting_ic:
                 self._swing_t, self._swing_val = t_peak, value  # a better peak of the same swing
