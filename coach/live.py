@@ -375,7 +375,7 @@ async def paced_replay(
     stop = asyncio.Event()
     async with _stop_on_signals(stop.set), hub.running():
         hub.pipeline = Pipeline(config, sensors)
-        view.start({spec.location: spec.rate_hz for spec in sensors})
+        view.start({spec.location: spec.rate_hz for spec in sensors}, state="replaying")
         next_housekeeping = 0.0
         for t, block in blocks:
             if first_t is None:
@@ -385,6 +385,7 @@ async def paced_replay(
                 await asyncio.sleep(wait)
             if stop.is_set():
                 break
+            view.packet(block.location, len(block), t)
             hub.absorb(*hub.pipeline.feed(block))
             if loop.time() >= next_housekeeping:
                 hub.housekeeping()

@@ -70,9 +70,9 @@ class LiveView:
         self._live: Live | None = None
         self._last_plain = 0.0
 
-    def start(self, rates_hz: dict[Location, float]) -> None:
-        """Begin with the configured sensors and their nominal rates (Hz)."""
-        self._sensors = {loc: _Sensor(rate) for loc, rate in rates_hz.items()}
+    def start(self, rates_hz: dict[Location, float], state: str = "connecting") -> None:
+        """Begin with the sensors, their nominal rates (Hz) and their first link state."""
+        self._sensors = {loc: _Sensor(rate, state) for loc, rate in rates_hz.items()}
         if self._interactive:
             self._live = Live(self._render(0.0), console=self.console, auto_refresh=False)
             self._live.start()
