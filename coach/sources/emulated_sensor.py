@@ -517,6 +517,10 @@ async def serve(
 
     """
     async with contextlib.AsyncExitStack() as stack:
+        # sensors first: the host's stack times out on a new adapter while the loop is busy
+        for sensor in sensors:
+            await sensor.start()
+            stack.push_async_callback(sensor.stop)
         if transport is not None:
             from bumble.transport import open_transport
 
@@ -527,9 +531,6 @@ async def serve(
                 host_sink=hci_transport.sink,
                 link=sensors[0].link,
             )
-        for sensor in sensors:
-            await sensor.start()
-            stack.push_async_callback(sensor.stop)
         if duration_s is None:
             await asyncio.Event().wait()
         else:
