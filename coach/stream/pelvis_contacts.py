@@ -30,7 +30,9 @@ Initial contact (IC): one rise detector, two signals
        candidate, known one sample later;
     2. a candidate is a step when its slope exceeds :data:`SLOPE_FRACTION` of the envelope of
        that signal's candidate slopes (a maximum decaying with :data:`ENVELOPE_TAU_S`, so walking
-       and running amplitudes adapt within a few steps), when at least a refractory time has
+       and running amplitudes adapt within a few steps; on the forward signal
+       :data:`WEAK_FORWARD_FRACTION` suffices once a step is due, i.e. :data:`DUE_FRACTION` of
+       the step period after the last step), when at least a refractory time has
        passed since the previous step (:data:`REFRACTORY_FRACTION` of the step period, never
        less than 90 % of the shortest step allowed by ``max_cadence_spm``) and when it rises at
        least :data:`MIN_RISE` above the preceding local minimum;
@@ -86,6 +88,11 @@ from coach.types import EventKind, FloatArray, GaitEvent, SampleBlock, Side
 CUTOFF_HZ = 20.0
 #: A candidate must reach this fraction of the reference slope (the candidate envelope).
 SLOPE_FRACTION = 0.5
+#: A forward candidate reaching only this fraction is a step when one is due (at least
+#: :data:`DUE_FRACTION` of the step period after the last): the heel-strike drop is weaker at the
+#: last step before stopping and in turns, while the weak drops between steps come early.
+WEAK_FORWARD_FRACTION = 0.35
+DUE_FRACTION = 0.85
 #: Slope below which nothing is a step, m/s³, for the vertical and the forward signal (sensor
 #: noise while standing is ~5 m/s³; the walking forward drop is gentler than a running impact).
 MIN_SLOPE = 20.0
@@ -435,7 +442,8 @@ class PelvisContactDetector:
         # A candidate below SLOPE_FRACTION x the lowest envelope over these samples can neither
         # be a step nor raise the envelope: leave it out early.
         t_end = float(t[-1])
-        floors = [SLOPE_FRACTION * self._reference(k, t_end) for k in (_VERTICAL, _FORWARD)]
+        fractions = (SLOPE_FRACTION, WEAK_FORWARD_FRACTION)
+        floors = [fractions[k] * self._reference(k, t_end) for k in (_VERTICAL, _FORWARD)]
         candidates = self._streams[_VERTICAL].scan(vertical, first, floors[_VERTICAL])
         if not self._scan_forward or self._axis is None:
             self._streams[_FORWARD].reset()
@@ -473,7 +481,7 @@ class PelvisContactDetector:
         if self._last_step_t is not None and t_peak - self._last_step_t < self._refractory():
             return None
         last_min = candidate.last_min
-        if candidate.slope < SLOPE_FRACTION * reference or last_min is None:
+        if last_min is None or candidate.slope < self._needed_fraction(stream, t_peak) * reference:
             return None
         rise = candidate.value - last_min[1]
         if rise < MIN_RISE:
@@ -487,6 +495,14 @@ class PelvisContactDetector:
         self._pending.append(_PendingStep(ic_index, parity, self._chain.chain, stream == _FORWARD))
         side = self._chain.side_of(parity)
         return GaitEvent(t_ic, t_decision, EventKind.INITIAL_CONTACT, side)
+
+    def _needed_fraction(self, stream: int, t: float) -> float:
+        """Share of the envelope a candidate of ``stream`` at time ``t`` must reach."""
+        if stream != _FORWARD or self._period is None or self._last_step_t is None:
+            return SLOPE_FRACTION
+        if t - self._last_step_t < DUE_FRACTION * self._period:
+            return SLOPE_FRACTION
+        return WEAK_FORWARD_FRACTION
 
     def _reference(self, stream: int, t: float) -> float:
         """Envelope of a signal's candidate slopes (decaying max), m/s³, at time ``t``."""
