@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from coach.types import STRIDE_METRICS, Cue, GaitEvent, Stride
@@ -29,47 +29,45 @@ def _cell(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def write_events(path: Path, events: Iterable[GaitEvent]) -> int:
-    """Write ``t,t_detected,kind,side`` (times in s); returns the number of rows."""
-    rows = 0
+def _write_rows(path: Path, header: Sequence[str], rows: Iterable[list[str]]) -> int:
+    """Write a header and rows as CSV; returns the number of rows."""
+    count = 0
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(EVENT_COLUMNS)
-        for event in events:
-            writer.writerow(
-                [f"{event.t:.4f}", f"{event.t_detected:.4f}", event.kind.value, event.side.value]
-            )
-            rows += 1
-    return rows
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def write_events(path: Path, events: Iterable[GaitEvent]) -> int:
+    """Write ``t,t_detected,kind,side`` (times in s); returns the number of rows."""
+    return _write_rows(
+        path,
+        EVENT_COLUMNS,
+        ([f"{e.t:.4f}", f"{e.t_detected:.4f}", e.kind.value, e.side.value] for e in events),
+    )
 
 
 def write_strides(path: Path, strides: Iterable[Stride]) -> int:
     """Write one row per stance; an empty cell where the sensors cannot measure a metric."""
-    rows = 0
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(STRIDE_COLUMNS)
-        for s in strides:
-            writer.writerow(
-                [
-                    f"{s.t:.4f}",
-                    f"{s.t_detected:.4f}",
-                    s.side.value,
-                    *(_cell(getattr(s, name), METRIC_DECIMALS[name]) for name in STRIDE_METRICS),
-                    ";".join(sorted(s.quality)),
-                ]
-            )
-            rows += 1
-    return rows
+    return _write_rows(
+        path,
+        STRIDE_COLUMNS,
+        (
+            [
+                f"{s.t:.4f}",
+                f"{s.t_detected:.4f}",
+                s.side.value,
+                *(_cell(getattr(s, name), METRIC_DECIMALS[name]) for name in STRIDE_METRICS),
+                ";".join(sorted(s.quality)),
+            ]
+            for s in strides
+        ),
+    )
 
 
 def write_cues(path: Path, cues: Iterable[Cue]) -> int:
     """Write ``t,rule,phrase`` (t in s); returns the number of rows."""
-    rows = 0
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(CUE_COLUMNS)
-        for cue in cues:
-            writer.writerow([f"{cue.t:.3f}", cue.rule, cue.phrase])
-            rows += 1
-    return rows
+    return _write_rows(path, CUE_COLUMNS, ([f"{c.t:.3f}", c.rule, c.phrase] for c in cues))
