@@ -92,7 +92,12 @@ class Run:
         return self.core + self.publish
 
 
-async def replay(blocks: list[SampleBlock], session: CsvSession, mqtt: MqttConfig | None) -> Run:
+async def replay(
+    blocks: list[SampleBlock],
+    session: CsvSession,
+    mqtt: MqttConfig | None,
+    paced: bool = False,
+) -> Run:
     """Replay ``blocks`` through a fresh pipeline, publishing everything when ``mqtt`` is set."""
     pipeline = Pipeline(load_config(), sensor_specs(session))
     core = np.zeros(len(blocks), dtype=np.int64)
@@ -125,7 +130,13 @@ async def replay(blocks: list[SampleBlock], session: CsvSession, mqtt: MqttConfi
                 next_status += 1.0
                 publisher.publish_status({"session_time_s": float(block.t[-1])})
             publish[i] = clock() - t1
-        await asyncio.sleep(0)  # the drain task runs here, between blocks
+        if paced:  # as in a live run: the next block arrives when its last sample is due
+            loop = asyncio.get_running_loop()
+            if i == 0:
+                start_wall, start_t = loop.time(), float(block.t[-1])
+            await asyncio.sleep(max(0.0, start_wall + float(block.t[-1]) - start_t - loop.time()))
+        else:
+            await asyncio.sleep(0)  # the drain task runs here, between blocks
     run = Run(core, publish, 0.0)
     if publisher is not None:
         await publisher.__aexit__(None, None, None)
@@ -157,6 +168,11 @@ def main() -> None:
     parser.add_argument("--block-s", type=float, default=0.02, help="block length, s")
     parser.add_argument("--repeats", type=int, default=10, help="on/off pairs")
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1, 2))
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="feed blocks at real pace, as a live run does (default: back to back)",
+    )
     args = parser.parse_args()
 
     sim = simulate(SimulationParams(duration_s=args.duration, seed=0))
@@ -182,7 +198,7 @@ def main() -> None:
             for repeat in range(args.repeats):  # pairs, in alternating order
                 for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
                     config = mqtt if mode == "on" else None
-                    runs[mode].append(asyncio.run(replay(blocks, session, config)))
+                    runs[mode].append(asyncio.run(replay(blocks, session, config, args.paced)))
         finally:
             if broker is not None:
                 broker.terminate()
