@@ -7,6 +7,7 @@ as the CSV twin of the same run. Also: truncated files, injected bad packets, th
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,23 +198,26 @@ def _inject(packets: list[RawPacket], rng: random.Random) -> tuple[list[RawPacke
     return out, counts
 
 
+def _record_and_open(
+    packet_run: PacketRun, packets: list[RawPacket], path: Path, name: str
+) -> RecordedSession:
+    """Record ``packet_run`` with its notifications replaced by ``packets``; open it."""
+    record_packet_run(
+        dataclasses.replace(packet_run, packets=packets),
+        path,
+        profile_text(name, packet_run.profile),
+    )
+    return RecordedSession(open_recording(path))
+
+
 @pytest.mark.parametrize("name", ["coach-sim", "movella-dot"])
 def test_bad_packets_are_counted_and_reported(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     packet_run = _small_run(name)
     packets, injected = _inject(packet_run.packets, random.Random(5))
-    bad = PacketRun(
-        packet_run.run,
-        packet_run.profile,
-        packet_run.rate_hz,
-        packets,
-        packet_run.sample_index,
-        packet_run.links,
-    )
     path = tmp_path / "bad.mcap"
-    record_packet_run(bad, path, profile_text(name, packet_run.profile))
-    session = RecordedSession(open_recording(path))
+    session = _record_and_open(packet_run, packets, path, name)
     result = replay_recording(CONFIG, session)
     stats = session.stats[Location.PELVIS]
     assert stats.malformed == injected["random"]
@@ -294,16 +298,6 @@ def test_random_notifications_never_raise(name: str, tmp_path: Path) -> None:
         for p in packet_run.packets[::3]
     ]
     packets = sorted(packet_run.packets + noise, key=lambda p: p.host_time_s)
-    fuzzed = PacketRun(
-        packet_run.run,
-        packet_run.profile,
-        packet_run.rate_hz,
-        packets,
-        packet_run.sample_index,
-        packet_run.links,
-    )
-    path = tmp_path / "fuzz.mcap"
-    record_packet_run(fuzzed, path, profile_text(name, packet_run.profile))
-    session = RecordedSession(open_recording(path))
+    session = _record_and_open(packet_run, packets, tmp_path / "fuzz.mcap", name)
     replay_recording(CONFIG, session)
     assert sum(s.packets for s in session.stats.values()) == len(packets)
